@@ -1,0 +1,63 @@
+"""Keypoint accuracy: PCK and the mean-pose baseline, shared by training and evaluation.
+
+PCK@t is the fraction of labelled joints (visibility > 0) whose predicted position lies
+within t * max(bbox w, h) of the label. Every figure's bbox has the same size on the
+canvas (`figure_norm_size`), so PCK computed in canvas pixels equals PCK in original
+pixels: the figure transform is one uniform scale plus a shift.
+"""
+import numpy as np
+
+from figures import FRAME_RATIO
+
+
+def figure_norm_size(canvas_size, frame_ratio=FRAME_RATIO):
+    """max(bbox w, h) of every figure, in canvas pixels (228.6 px at 320)."""
+    return canvas_size / (1.0 + 2.0 * frame_ratio)
+
+
+def joint_errors(pred_xy, gt_keypoints):
+    """Euclidean errors (N, J) between predictions (N, J, 2) and labels (N, J, 3); NaN where unlabelled."""
+    pred_xy = np.asarray(pred_xy, dtype=np.float64)[..., :2]
+    gt = np.asarray(gt_keypoints, dtype=np.float64)
+    errors = np.linalg.norm(pred_xy - gt[..., :2], axis=-1)
+    return np.where(gt[..., 2] > 0, errors, np.nan)
+
+
+def pck_per_joint(pred_xy, gt_keypoints, norm_size, threshold):
+    """PCK@threshold of each joint (J,), over the figures where that joint is labelled.
+
+    norm_size: scalar or (N,) normaliser in the same pixels as the coordinates.
+    A joint never labelled gets NaN.
+    """
+    errors = joint_errors(pred_xy, gt_keypoints)
+    norm = np.broadcast_to(np.asarray(norm_size, dtype=np.float64).reshape(-1, 1), errors.shape)
+    hits = (errors <= threshold * norm) & ~np.isnan(errors)
+    labelled = (~np.isnan(errors)).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(labelled > 0, hits.sum(axis=0) / labelled, np.nan)
+
+
+def pck(pred_xy, gt_keypoints, norm_size, threshold):
+    """PCK@threshold over all labelled joints of all figures (a float in [0, 1])."""
+    errors = joint_errors(pred_xy, gt_keypoints)
+    norm = np.broadcast_to(np.asarray(norm_size, dtype=np.float64).reshape(-1, 1), errors.shape)
+    labelled = ~np.isnan(errors)
+    if not labelled.any():
+        raise ValueError("no labelled joints to score")
+    return float((errors[labelled] <= threshold * norm[labelled]).mean())
+
+
+def mean_pose(keypoints):
+    """Mean canvas position (J, 2) of each joint over the figures where it is labelled.
+
+    The baseline every model must beat: predict this pose for every figure. A joint
+    never labelled goes to the mean of the others.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    labelled = kp[..., 2] > 0
+    counts = labelled.sum(axis=0)
+    sums = (kp[..., :2] * labelled[..., None]).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pose = sums / counts[:, None]
+    fallback = np.nanmean(pose, axis=0) if np.isfinite(pose).any() else np.zeros(2)
+    return np.where(np.isfinite(pose), pose, fallback)
