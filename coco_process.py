@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections import Counter
-from multiprocessing import Pool
+from multiprocessing import get_context
 
 import cv2
 import numpy as np
@@ -264,15 +264,15 @@ def process(args):
     key = {k: v for k, v in settings.items() if k not in ("dtype", "image_dir")}
     key.update(joint_names=list(names), annotations=ann_path, limit=args.limit)
     writer = FigureWriter(args.out, settings["dtype"], key, args.resume)
-    counts.update(writer.state["counts"])
+    run_counts = Counter(writer.state["counts"])  # skips found while running (unreadable images)
     unreadable = list(writer.state["unreadable"])
     done = writer.state["tasks_done"]
     if done:
         print(f"resuming after {done} images ({writer.state['records']} figures on disk)")
     todo = [(info, anns, settings) for info, anns in tasks[done:]]
-    run_counts = Counter()
     last_checkpoint = time.time()
-    with Pool(args.workers) as pool, tqdm(total=len(tasks), initial=done, unit="img",
+    # spawned workers hold only their own tasks, not a forked copy of the annotation JSON
+    with get_context("spawn").Pool(args.workers) as pool, tqdm(total=len(tasks), initial=done, unit="img",
                                           desc="figures", disable=args.quiet) as bar:
         for records, bad_file in pool.imap(process_image, todo, chunksize=4):
             done += 1
@@ -284,8 +284,8 @@ def process(args):
             writer.append(records)
             bar.update(1)
             bar.set_postfix(figures=writer.state["records"])
-            if time.time() - last_checkpoint > 5:
-                writer.checkpoint(done, counts + run_counts, unreadable)
+            if time.time() - last_checkpoint >= args.checkpoint_seconds:
+                writer.checkpoint(done, run_counts, unreadable)
                 last_checkpoint = time.time()
             if args.limit and writer.state["records"] >= args.limit:
                 break
@@ -338,6 +338,8 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
     parser.add_argument("--limit", type=int, default=0, help="stop after this many figures, for trying it out (default: all)")
     parser.add_argument("--resume", action="store_true", help="continue a killed run from its .partial file")
+    parser.add_argument("--checkpoint-seconds", type=float, default=5.0,
+                        help="how often finished work is made safe for --resume (default: 5)")
     parser.add_argument("--examples", type=int, default=4, help="example PNGs to write (default: 4)")
     parser.add_argument("--examples-dir", default="imgs", help="where example PNGs go (default: imgs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,0 +1,183 @@
+"""coco_process.py end to end: geometry round trip, masking, maps, streaming, resume, errors."""
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+import coco_process
+from conftest import REPO, run_script
+from confidence_maps import decode_keypoints, dequantise_maps
+from figures import (apply_affine, bbox_mask, canvas_image, coco_indices, figure_joint_names, invert_affine,
+                     open_figures, read_sidecar, warp_to_canvas)
+
+
+def load_annotations(coco_root, split="train2017"):
+    with open(os.path.join(coco_root, "annotations", f"person_keypoints_{split}.json")) as f:
+        data = json.load(f)
+    return {a["id"]: a for a in data["annotations"]}, {i["id"]: i for i in data["images"]}
+
+
+def test_canvas_keypoints_map_back_to_coco_within_half_pixel(sample_figures, coco_sample):
+    figures = open_figures(str(sample_figures))
+    anns, _ = load_annotations(coco_sample)
+    columns = coco_indices(figure_joint_names(figures))
+    worst = 0.0
+    for record in figures:
+        original = np.asarray(anns[int(record["annotation_id"])]["keypoints"], float).reshape(17, 3)[columns]
+        labelled = original[:, 2] > 0
+        back = apply_affine(invert_affine(record["affine"]), record["keypoints"][labelled, :2])
+        worst = max(worst, np.abs(back - original[labelled, :2]).max())
+        np.testing.assert_array_equal(record["keypoints"][:, 2], original[:, 2])  # visibility kept
+    assert worst < 0.5
+
+
+def test_person_pixels_kept_and_background_white(sample_figures, coco_sample):
+    """Recompute each figure's mask on the canvas: inside it the photo, outside it white."""
+    from pycocotools import mask as mask_utils
+    figures = open_figures(str(sample_figures))
+    anns, images = load_annotations(coco_sample)
+    black_inside = 0
+    for record in figures:
+        ann = anns[int(record["annotation_id"])]
+        info = images[ann["image_id"]]
+        photo = cv2.cvtColor(cv2.imread(str(coco_sample / "images" / "train2017" / info["file_name"])), cv2.COLOR_BGR2RGB)
+        mask = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(ann["segmentation"], info["height"], info["width"])))
+        mask &= bbox_mask(ann["bbox"], info["height"], info["width"])
+        size = int(record["canvas_size"])
+        canvas = canvas_image(record)
+        on_canvas = warp_to_canvas(mask.astype(np.float32), record["affine"], size, border_value=0)
+        photo_canvas = warp_to_canvas(photo, record["affine"], size)
+        inside, outside = on_canvas == 1.0, on_canvas == 0.0
+        np.testing.assert_array_equal(canvas[inside], photo_canvas[inside])
+        assert (canvas[outside] == 255).all()
+        black_inside += int((photo_canvas[inside] == 0).all(axis=-1).sum())
+    assert black_inside > 0, "the slice should contain pure black person pixels to test"
+
+
+def test_stored_maps_peak_at_keypoints(sample_figures):
+    figures = open_figures(str(sample_figures))
+    decoded = decode_keypoints(dequantise_maps(figures["confidence_maps"]))
+    keypoints = np.asarray(figures["keypoints"])
+    labelled = keypoints[..., 2] > 0
+    inside = labelled & (keypoints[..., :2] > 30).all(-1) & (keypoints[..., :2] < 290).all(-1)
+    errors = np.linalg.norm(decoded[..., :2] - keypoints[..., :2], axis=-1)
+    assert errors[inside].max() < 0.1
+    assert (decoded[~labelled][:, 2] == 0).all()                  # unlabelled: empty maps
+    assert (keypoints[..., 2] == 1).any(), "visibility-1 joints must be kept with maps"
+    assert (decoded[keypoints[..., 2] == 1][:, 2] > 0.5).all()
+
+
+def test_output_is_one_memory_mapped_npy_with_sidecar(sample_figures):
+    figures = np.load(sample_figures, mmap_mode="r")
+    assert isinstance(figures, np.memmap) and figures.ndim == 1 and len(figures) > 40
+    sidecar = read_sidecar(str(sample_figures))
+    counts = sidecar["counts"]
+    assert sidecar["figures"] == len(figures)
+    skipped = sum(v for k, v in counts.items() if k.startswith("skipped_"))
+    assert counts["annotations_seen"] == len(figures) + skipped
+    assert counts["skipped_crowd"] > 0
+    # at least 20x smaller than the original's 5.6 MB per figure
+    assert os.path.getsize(sample_figures) / len(figures) < 5.63e6 / 20
+    assert not os.path.exists(str(sample_figures) + ".partial")
+
+
+def test_original_filter_is_stricter(coco_sample, tmp_path):
+    """--min-keypoints counts kept joints; a stricter setting keeps fewer figures."""
+    strict = tmp_path / "strict.npy"
+    result = run_script(REPO / "coco_process.py", "--coco-root", coco_sample, "--out", strict,
+                        "--min-keypoints", 13, "--examples", 0, "--quiet", "--workers", 1)
+    assert result.returncode == 0, result.stderr
+    loose = tmp_path / "loose.npy"
+    result = run_script(REPO / "coco_process.py", "--coco-root", coco_sample, "--out", loose, "--joints", 17,
+                        "--allow-multi-polygon", "--min-keypoints", 1, "--examples", 0, "--quiet", "--workers", 1)
+    assert result.returncode == 0, result.stderr
+    n_strict, n_loose = len(open_figures(str(strict))), len(open_figures(str(loose)))
+    assert 0 < n_strict < n_loose
+    assert open_figures(str(loose)).dtype["keypoints"].shape == (17, 3)
+
+
+def test_killed_run_resumes_to_identical_file(coco_sample, tmp_path, monkeypatch):
+    args = ["--coco-root", str(coco_sample), "--examples", "0", "--quiet", "--workers", "1",
+            "--checkpoint-seconds", "0"]
+    coco_process.main(args + ["--out", str(tmp_path / "straight.npy")])
+
+    calls = {"n": 0}
+    real_append = coco_process.FigureWriter.append
+
+    def append_then_die(self, records):
+        calls["n"] += 1
+        if calls["n"] == 12:
+            raise KeyboardInterrupt("simulated kill")
+        real_append(self, records)
+
+    killed = str(tmp_path / "killed.npy")
+    monkeypatch.setattr(coco_process.FigureWriter, "append", append_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        coco_process.main(args + ["--out", killed])
+    assert not os.path.exists(killed) and os.path.exists(killed + ".partial")
+    monkeypatch.setattr(coco_process.FigureWriter, "append", real_append)
+    coco_process.main(args + ["--out", killed, "--resume"])
+    with open(tmp_path / "straight.npy", "rb") as a, open(killed, "rb") as b:
+        assert a.read() == b.read()
+    assert read_sidecar(killed)["counts"] == read_sidecar(str(tmp_path / "straight.npy"))["counts"]
+
+
+def test_limit_writes_first_n_figures(coco_sample, tmp_path):
+    out = tmp_path / "few.npy"
+    result = run_script(REPO / "coco_process.py", "--coco-root", coco_sample, "--out", out, "--limit", 5,
+                        "--examples", 2, "--examples-dir", tmp_path / "ex", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert len(open_figures(str(out))) == 5
+    assert len(list((tmp_path / "ex").glob("*.png"))) == 4  # 2 figures + 2 map sums
+    assert "figures written  : 5" in result.stdout
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def one_line_error(result):
+    lines = result.stderr.strip().splitlines()
+    return result.returncode != 0 and len(lines) == 1 and "Traceback" not in result.stderr
+
+
+def test_missing_annotation_file(tmp_path):
+    result = run_script(REPO / "coco_process.py", "--coco-root", tmp_path, "--out", tmp_path / "x.npy")
+    assert one_line_error(result) and "annotation file not found" in result.stderr
+
+
+def test_annotation_json_that_is_not_coco(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "images" / "train2017").mkdir(parents=True)
+    (tmp_path / "annotations" / "person_keypoints_train2017.json").write_text('{"hello": 1}')
+    result = run_script(REPO / "coco_process.py", "--coco-root", tmp_path, "--out", tmp_path / "x.npy")
+    assert one_line_error(result) and "not a COCO annotation file" in result.stderr
+    (tmp_path / "annotations" / "person_keypoints_train2017.json").write_text("not json")
+    result = run_script(REPO / "coco_process.py", "--coco-root", tmp_path, "--out", tmp_path / "x.npy")
+    assert one_line_error(result) and "is not JSON" in result.stderr
+
+
+def test_output_path_that_cannot_be_written(coco_sample, tmp_path):
+    result = run_script(REPO / "coco_process.py", "--coco-root", coco_sample, "--out", tmp_path / "no" / "such" / "x.npy")
+    assert one_line_error(result) and "cannot write" in result.stderr
+
+
+def test_unreadable_image_is_skipped_counted_and_named(coco_sample, tmp_path):
+    """A truncated JPEG is skipped with its name; the other figures are written."""
+    with open(coco_sample / "annotations" / "person_keypoints_train2017.json") as f:
+        data = json.load(f)
+    (tmp_path / "annotations").mkdir()
+    images = tmp_path / "images" / "train2017"
+    images.mkdir(parents=True)
+    for info in data["images"]:
+        shutil.copy(coco_sample / "images" / "train2017" / info["file_name"], images)
+    victim = "000000000790.jpg"
+    (images / victim).write_bytes(b"\xff\xd8 this is not a jpeg")
+    shutil.copy(coco_sample / "annotations" / "person_keypoints_train2017.json", tmp_path / "annotations")
+    result = run_script(REPO / "coco_process.py", "--coco-root", tmp_path, "--out", tmp_path / "x.npy",
+                        "--examples", 0, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert f"unreadable image: {victim}" in result.stdout
+    sidecar = read_sidecar(str(tmp_path / "x.npy"))
+    assert sidecar["unreadable_images"] == [victim] and sidecar["counts"]["skipped_image_unreadable"] > 0

@@ -1,0 +1,62 @@
+"""The confidence-map codec: rendering and decoding are inverses."""
+import numpy as np
+import pytest
+
+from confidence_maps import (canvas_to_map, decode_keypoints, dequantise_maps, flip_maps,
+                             map_to_canvas, quantise_maps, render_confidence_maps)
+from figures import flip_permutation, joint_names
+
+
+def random_keypoints(rng, n=13, lo=40.0, hi=280.0):
+    return np.c_[rng.uniform(lo, hi, (n, 2)), rng.integers(0, 3, n)].astype(np.float32)
+
+
+def test_map_coordinates_round_trip():
+    xy = np.random.default_rng(0).uniform(-10, 330, (100, 2))
+    np.testing.assert_allclose(map_to_canvas(canvas_to_map(xy)), xy, atol=1e-12)
+    assert canvas_to_map([1.5])[0] == 0.0            # map pixel 0 is centred on canvas 1.5
+
+
+def test_peaks_at_keypoints_subpixel_and_unlabelled_maps_empty():
+    rng = np.random.default_rng(0)
+    keypoints = random_keypoints(rng)
+    maps = render_confidence_maps(keypoints, 80)
+    assert maps.shape == (80, 80, 13) and maps.dtype == np.float32
+    labelled = keypoints[:, 2] > 0
+    assert np.all(maps[..., ~labelled] == 0)
+    assert np.all(maps[..., labelled].max(axis=(0, 1)) > 0.75)
+    decoded = decode_keypoints(dequantise_maps(quantise_maps(maps)))
+    errors = np.linalg.norm(decoded[labelled, :2] - keypoints[labelled, :2], axis=1)
+    assert errors.max() < 0.1                         # sub-pixel, on uint8-stored maps
+    assert np.all(decoded[~labelled, 2] == 0)
+
+
+@pytest.mark.parametrize("refine,limit", [("none", 2.9), ("quarter", 1.5), ("dark", 0.1)])
+def test_refinements_are_ordered(refine, limit):
+    rng = np.random.default_rng(1)
+    errors = []
+    for _ in range(20):
+        kp = random_keypoints(rng)
+        kp[:, 2] = 2
+        decoded = decode_keypoints(render_confidence_maps(kp, 80), refine=refine)
+        errors.append(np.linalg.norm(decoded[:, :2] - kp[:, :2], axis=1))
+    assert np.max(errors) < limit
+
+
+def test_flip_maps_mirrors_and_swaps_joints():
+    names = joint_names(13)
+    rng = np.random.default_rng(2)
+    kp = random_keypoints(rng)
+    kp[:, 2] = 2
+    flipped = decode_keypoints(flip_maps(render_confidence_maps(kp, 80), flip_permutation(names)))
+    left, right = names.index("left_wrist"), names.index("right_wrist")
+    expected = np.array([319 - kp[right, 0], kp[right, 1]])
+    assert np.abs(flipped[left, :2] - expected).max() < 0.1
+
+
+def test_batched_decode_matches_single():
+    rng = np.random.default_rng(3)
+    maps = np.stack([render_confidence_maps(random_keypoints(rng), 80) for _ in range(4)])
+    batched = decode_keypoints(maps.reshape(2, 2, 80, 80, 13))
+    assert batched.shape == (2, 2, 13, 3)
+    np.testing.assert_allclose(batched[1, 0], decode_keypoints(maps[2]))
