@@ -181,3 +181,23 @@ def test_unreadable_image_is_skipped_counted_and_named(coco_sample, tmp_path):
     assert f"unreadable image: {victim}" in result.stdout
     sidecar = read_sidecar(str(tmp_path / "x.npy"))
     assert sidecar["unreadable_images"] == [victim] and sidecar["counts"]["skipped_image_unreadable"] > 0
+
+
+def test_background_keep_crops_without_masking(coco_sample, tmp_path):
+    """keep: the photo stays inside the bbox (also around the person), white outside it."""
+    out = tmp_path / "keep.npy"
+    result = run_script(REPO / "coco_process.py", "--coco-root", coco_sample, "--out", out, "--background", "keep",
+                        "--size", 256, "--examples", 0, "--quiet", "--limit", 10)
+    assert result.returncode == 0, result.stderr
+    figures = open_figures(str(out))
+    anns, images = load_annotations(coco_sample)
+    for record in figures:
+        ann = anns[int(record["annotation_id"])]
+        info = images[ann["image_id"]]
+        photo = cv2.cvtColor(cv2.imread(str(coco_sample / "images" / "train2017" / info["file_name"])), cv2.COLOR_BGR2RGB)
+        in_bbox = warp_to_canvas(bbox_mask(ann["bbox"], info["height"], info["width"]).astype(np.float32),
+                                 record["affine"], 256, border_value=0)
+        canvas = canvas_image(record)
+        assert canvas.shape == (256, 256, 3)
+        np.testing.assert_array_equal(canvas[in_bbox == 1.0], warp_to_canvas(photo, record["affine"], 256)[in_bbox == 1.0])
+        assert (canvas[in_bbox == 0.0] == 255).all()
