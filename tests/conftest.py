@@ -31,3 +31,12 @@ def sample_figures(coco_sample, tmp_path_factory):
                         "--examples", 0, "--quiet", "--workers", 2)
     assert result.returncode == 0, result.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_coco(tmp_path_factory):
+    """A 60-image synthetic COCO train2017 folder (synthetic_coco.py), made once per session."""
+    from synthetic_coco import make_synthetic_coco
+    root = tmp_path_factory.mktemp("synthetic") / "coco"
+    make_synthetic_coco(str(root), n_images=60, split="train2017", seed=0)
+    return root
