@@ -1,0 +1,697 @@
+"""Train the figure pose network: a U-Net of pre-activation residual bottlenecks.
+
+    python model.py --data coco.npy --val-data coco_val.npy --epochs 50 --out runs/NAME
+
+The network maps a figure canvas (S x S x 3 in [-1, 1]) to one confidence map per joint
+at S / 4 (stride 4, sigma 2 map pixels, the resolution coco.npy stores maps at), plus two
+deep-supervision side outputs. `--arch original` builds a faithful port of the original
+network (REFERENCE.md section 2, maps at full resolution) for comparisons.
+
+Everything in the model, the loss and the metrics uses `keras.ops`, so the same code runs
+on the TensorFlow (default) and JAX backends (KERAS_BACKEND=jax).
+
+Writes under --out: best.keras (best val PCK@0.2), last.keras, log.csv, curves.png, tb/
+(TensorBoard), eval/EPOCH_*.png (a fixed validation batch) and backup/ (for --resume).
+"""
+import argparse
+import contextlib
+import csv
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import zipfile
+from dataclasses import asdict, dataclass
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Silence file descriptor 2 for the duration: TensorFlow's C++ start-up log lines
+    (oneDNN, CUDA probing) go there before TF_CPP_MIN_LOG_LEVEL is read."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+with native_stderr_silenced():
+    import keras  # noqa: E402 - the backend (TensorFlow by default) starts here
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers, ops
+
+from confidence_maps import SIGMA, decode_keypoints
+from figure_dataset import NO_AUGMENT, Augment, FigureDataset, preprocess, split_by_image
+from figures import open_figures
+from metrics import figure_norm_size, mean_pose, pck
+
+PACKAGE = "figure_pose"
+LOSS_WEIGHTS = {"main": 10.0, "side": 5.0}  # the original's 10 * main + 5 * side1 + 5 * side2
+ARCH_STRIDE = {"simple": 4, "original": 1}  # canvas pixels per map pixel of each arch
+
+# ----------------------------------------------------------------------------- layers
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DepthToSpace(layers.Layer):
+    """Sub-pixel upsampling: (B, H, W, 4C) -> (B, 2H, 2W, C) (pixel shuffle)."""
+
+    def __init__(self, block_size: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = block_size
+
+    def call(self, x):
+        return ops.depth_to_space(x, self.block_size, data_format="channels_last")
+
+    def compute_output_shape(self, shape):
+        b = self.block_size
+        return (shape[0], shape[1] and shape[1] * b, shape[2] and shape[2] * b, shape[3] // (b * b))
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CaffeInput(layers.Layer):
+    """[-1, 1] RGB (B, H, W, 3) -> the BGR, mean-subtracted 0-255 input of keras ResNets."""
+
+    def call(self, x):
+        bgr = ops.flip((x + 1.0) * 127.5, axis=-1)
+        return bgr - ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
+
+
+def conv(x, filters: int, kernel: int = 1, stride: int = 1, name=None):
+    """Bias-free 'same' convolution (B, H, W, C) -> (B, H/stride, W/stride, filters)."""
+    return layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
+
+
+def bn_act(x):
+    """BatchNorm then LeakyReLU(0.2), the pre-activation of every conv in a block."""
+    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
+    return layers.LeakyReLU(negative_slope=0.2)(x)
+
+
+def subpixel_conv(x, filters: int, kernel: int):
+    """Conv to 4 * filters channels then depth-to-space: (B, H, W, C) -> (B, 2H, 2W, filters)."""
+    return DepthToSpace(2)(conv(x, 4 * filters, kernel))
+
+
+def bottleneck(x, a: int, b: int, c: int, mode: str = "same", dropout: float = 0.0):
+    """Pre-activation bottleneck BN-LReLU-Conv1x1(a) -> 3x3(b) -> 1x1(c), plus shortcut.
+
+    mode: "same" (B, H, W, C) -> (B, H, W, c); "down" (3x3 at stride 2) -> (B, H/2, W/2, c);
+    "up" (3x3 sub-pixel conv) -> (B, 2H, 2W, c). The shortcut is the input when shapes
+    match, else a (strided / sub-pixel) 1x1 conv. Dropout (if any) follows the sum.
+    """
+    y = conv(bn_act(x), a, 1)
+    if mode == "up":
+        y = subpixel_conv(bn_act(y), b, 3)
+    else:
+        y = conv(bn_act(y), b, 3, stride=2 if mode == "down" else 1)
+    y = conv(bn_act(y), c, 1)
+    if mode == "up":
+        shortcut = subpixel_conv(x, c, 1)
+    elif mode == "down" or x.shape[-1] != c:
+        shortcut = conv(x, c, 1, stride=2 if mode == "down" else 1)
+    else:
+        shortcut = x
+    y = layers.Add()([y, shortcut])
+    return layers.Dropout(dropout)(y) if dropout else y
+
+
+def stage(x, c: int, blocks: int, mode: str = "same", ratio: int = 4, dropout: float = 0.0):
+    """One block of `mode` to c channels (bottleneck width c / ratio), then `blocks` - 1 Res blocks."""
+    a = max(4, c // ratio)
+    x = bottleneck(x, a, a, c, mode, dropout)
+    for _ in range(blocks - 1):
+        x = bottleneck(x, a, a, c)
+    return x
+
+
+def head(x, n_joints: int, upsample: int = 1, before: bool = False, name=None):
+    """1x1 conv to n_joints then tanh, upsampled x `upsample` (before the conv if `before`).
+
+    (B, H, W, C) -> (B, H*upsample, W*upsample, n_joints), float32 (also under mixed precision).
+    """
+    if upsample > 1 and before:  # the original's order (wasteful: a 1x1 conv at full size)
+        x = layers.UpSampling2D(upsample, interpolation="nearest")(x)
+    x = layers.Conv2D(n_joints, 1, use_bias=True)(x)
+    if upsample > 1 and not before:
+        x = layers.UpSampling2D(upsample, interpolation="bilinear")(x)
+    return layers.Activation("tanh", dtype="float32", name=name)(x)
+
+# ----------------------------------------------------------------------------- networks
+
+
+def widths(width: float, base):
+    """Channel counts `base` scaled by `width`, rounded to multiples of 8 (at least 8)."""
+    return [max(16, int(round(c * width / 8)) * 8) for c in base]
+
+
+def simple_network(inputs, n_joints: int, width: float, depth: int, features=None):
+    """(B, S, S, 3) -> [main (B, S/4, S/4, J), side (B, S/4, S/4, J) x 2].
+
+    Encoder 160 (stem) -> 80 -> 40 -> 20 -> 10, decoder back to 80 with U-Net skips;
+    side outputs from the 20 and 40 decoder stages, projected there, then upsampled.
+    """
+    c0, c80, c40, c20, c10 = widths(width, (16, 64, 128, 256, 256))
+    x = conv(inputs, c0, 3, stride=2)                            # S/2
+    e80 = stage(x, c80, depth + 1, "down")                        # S/4
+    e40 = stage(e80, c40, depth + 1, "down")                      # S/8
+    e20 = stage(e40, c20, depth + 1, "down")                      # S/16
+    x = stage(e20, c10, 2 * depth + 1, "down")                    # S/32
+    if features is not None:
+        x = layers.Concatenate()([x, features])
+        x = stage(x, c10, 1)
+    x = stage(x, c20, 1, "up", dropout=0.1)
+    x = stage(layers.Concatenate()([x, e20]), c20, depth)         # S/16
+    side20 = head(x, n_joints, 4, name="side_20")
+    x = stage(x, c40, 1, "up", dropout=0.1)
+    x = stage(layers.Concatenate()([x, e40]), c40, depth)         # S/8
+    side40 = head(x, n_joints, 2, name="side_40")
+    x = stage(x, c80, 1, "up", dropout=0.1)
+    x = stage(layers.Concatenate()([x, e80]), c80, depth + 1)     # S/4
+    return [head(x, n_joints, name="maps"), side20, side40]
+
+
+def original_network(inputs, n_joints: int, width: float, depth: int, features=None):
+    """The original generator (REFERENCE.md section 2): (B, S, S, 3) -> 3 x (B, S, S, J).
+
+    Encoder widths 32, 64, 128, 256, 256, 512 at S .. S/32, five sub-pixel Up stages back
+    to S with skips, side outputs after the S/16 and S/4 stages upsampled before their conv.
+    """
+    c = widths(width, (32, 64, 128, 256, 256, 256, 512, 16))
+    e1 = stage(bottleneck(inputs, c[0] // 4, c[0] // 4, c[0]), c[0], depth)       # S
+    skips = [e1]
+    for ch in c[1:5]:
+        skips.append(stage(skips[-1], ch, depth + 2, "down"))                        # S/2 .. S/16
+    x = bottleneck(skips[-1], c[5] // 2, c[5] // 2, c[5], "down")                    # S/32
+    for _ in range(2 * depth):
+        x = bottleneck(x, c[5] // 2, c[5] // 2, c[5])
+    if features is not None:
+        x = layers.Concatenate()([x, features])
+    for _ in range(4 * depth):
+        x = bottleneck(x, c[6] // 4, c[6] // 4, c[6])
+    outputs = {}
+    size = inputs.shape[1]
+    for ch, skip in zip((256, 256, 128, 64, 32), reversed(skips)):
+        ch = widths(width, (ch,))[0]
+        x = stage(x, ch, 1, "up", dropout=0.1)
+        x = stage(layers.Concatenate()([x, skip]), ch, 2 * depth)
+        if skip.shape[1] in (size // 16, size // 4):
+            outputs[skip.shape[1]] = head(x, n_joints, size // skip.shape[1], before=True,
+                                          name=f"side_{skip.shape[1]}")
+    x = stage(stage(x, c[7], 1), c[7], 2 * depth)
+    return [head(x, n_joints, name="maps"), outputs[size // 16], outputs[size // 4]]
+
+
+BACKBONES = {"resnet50": (keras.applications.ResNet50, "conv3_block4_out",
+                          "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")}
+
+
+def backbone_weights(name: str):
+    """(builder, feature layer name, local weights path) of a backbone; a clear error if missing."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown --backbone-features {name!r}; choose one of {sorted(BACKBONES)}")
+    build, layer, filename = BACKBONES[name]
+    weights = os.path.join(os.path.expanduser("~"), ".keras", "models", filename)
+    if not os.path.exists(weights):
+        raise FileNotFoundError(f"{name} ImageNet weights not found at {weights} (copy them there; "
+                                "they are never downloaded)")
+    return build, layer, weights
+
+
+def backbone_features(inputs, name: str, grid: int):
+    """Frozen ImageNet features of `inputs` (B, S, S, 3) at stride 8, resized to grid x grid, 1x1 conv to 256.
+
+    Weights only from ~/.keras/models (never downloaded): a clear error if missing.
+    """
+    build, layer, weights = backbone_weights(name)
+    net = build(include_top=False, weights=weights, input_shape=tuple(inputs.shape[1:]))
+    net.trainable = False
+    trunk = keras.Model(net.input, net.get_layer(layer).output, name=f"{name}_features")
+    x = layers.Resizing(grid, grid, interpolation="bilinear")(trunk(CaffeInput()(inputs)))
+    return conv(x, 256, 1)
+
+
+def build_model(arch="simple", n_joints=13, size=320, width=1.0, depth=1, backbone_features=None):
+    """Functional model (B, size, size, 3) in [-1, 1] -> [maps, side_20, side_40] in tanh range.
+
+    simple: maps at size / 4; original: maps at size. size must be a multiple of 32.
+    """
+    if size % 32:
+        raise ValueError(f"--size {size} must be a multiple of 32")
+    networks = {"simple": simple_network, "original": original_network}
+    if arch not in networks:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(networks)}")
+    inputs = keras.Input((size, size, 3), name="figure")
+    features = None
+    if backbone_features:
+        features = globals()["backbone_features"](inputs, backbone_features, size // 32)
+    outputs = networks[arch](inputs, n_joints, width, depth, features)
+    return keras.Model(inputs, outputs, name=f"figure_pose_{arch}")
+
+
+def count_flops(model):
+    """Forward FLOPs (2 x multiply-adds) of one input, from the conv/dense layer shapes."""
+    total = 0
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            out = layer.output.shape
+            total += 2 * out[1] * out[2] * kh * kw * cin * cout
+        elif isinstance(layer, layers.Dense):
+            total += 2 * int(np.prod(layer.kernel.shape))
+    return int(total)
+
+# ----------------------------------------------------------------------------- loss
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class JointMSE(keras.losses.Loss):
+    """The original's loss: sum over joints of the per-joint MSE, labelled joints only.
+
+    y_true (B, M, M, 2J): J target maps in [-1, 1] then J mask channels (1 = labelled);
+    y_pred (B, M, M, J). Per figure: sum_j mask_j * mean_{y,x} w * (pred - target)^2 with
+    w = 1 + foreground_weight * (target + 1) / 2 (w = 1: the original).
+    """
+
+    def __init__(self, foreground_weight: float = 0.0, name="joint_mse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.foreground_weight = foreground_weight
+
+    def call(self, y_true, y_pred):
+        j = y_pred.shape[-1]
+        target, mask = y_true[..., :j], y_true[..., j:]
+        weight = 1.0 + self.foreground_weight * (target + 1.0) * 0.5
+        per_joint = ops.mean(weight * ops.square(y_pred - target), axis=(1, 2))   # (B, J)
+        return ops.sum(per_joint * mask[:, 0, 0, :], axis=-1)                       # (B,)
+
+    def get_config(self):
+        return {**super().get_config(), "foreground_weight": self.foreground_weight}
+
+
+def make_loss(name: str):
+    """JointMSE for --loss: 'mse' (the original) or 'fg_mse' (foreground pixels x 10)."""
+    return {"mse": JointMSE(), "fg_mse": JointMSE(foreground_weight=9.0)}[name]
+
+
+def compile_model(model, lr: float, loss: str = "mse", decay_steps: int = 0):
+    """Adam(lr, cosine decay over decay_steps if > 0) and 10 * main + 5 * each side output."""
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=0.05) if decay_steps else lr
+    n_side = len(model.outputs) - 1
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
+                  loss=[make_loss(loss)] * (1 + n_side),
+                  loss_weights=[LOSS_WEIGHTS["main"]] + [LOSS_WEIGHTS["side"]] * n_side)
+    return model
+
+# ----------------------------------------------------------------------------- public API
+
+
+def preprocess_images(canvases_uint8):
+    """uint8 RGB canvases (B, S, S, 3) -> float32 (B, S, S, 3) in [-1, 1]."""
+    return preprocess(canvases_uint8)
+
+
+def load_trained_model(path):
+    """A model saved by model.py (a .keras file), loaded without custom_objects.
+
+    Raises ValueError("<path> is not a figure-pose model ...") for anything else.
+    """
+    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a figure-pose model (not a .keras file)")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001 - any failure means "not ours"
+        raise ValueError(f"{path} is not a figure-pose model ({type(err).__name__}: {err})") from None
+    shape = tuple(model.inputs[0].shape) if len(model.inputs) == 1 else ()
+    outs = [tuple(o.shape) for o in model.outputs]
+    ok = (len(shape) == 4 and shape[3] == 3 and shape[1] == shape[2] and outs
+          and all(len(o) == 4 and o[1] == o[2] and shape[1] % o[1] == 0 for o in outs))
+    if not ok:
+        raise ValueError(f"{path} is not a figure-pose model (inputs {shape}, outputs {outs})")
+    return model
+
+
+def predict_maps(model, canvases_uint8, batch_size=16):
+    """Main-output maps float32 (N, M, M, J) in [0, 1] for uint8 canvases (N, S, S, 3).
+
+    Canvases of another size than the model's input are resized (area); the map stride
+    is then S / M in canvas pixels.
+    """
+    canvases = np.asarray(canvases_uint8)
+    size = model.inputs[0].shape[1]
+    if canvases.shape[1] != size:
+        canvases = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in canvases])
+    out = model.predict(preprocess_images(canvases), batch_size=batch_size, verbose=0)
+    main = out[0] if isinstance(out, (list, tuple)) else out
+    return np.clip((np.asarray(main, dtype=np.float32) + 1.0) * 0.5, 0.0, 1.0)
+
+# ----------------------------------------------------------------------------- pictures
+
+
+def grid(tiles, cols):
+    """Tile a list of equal (H, W, 3) uint8 images into rows of `cols`."""
+    rows = [tiles[i:i + cols] for i in range(0, len(tiles), cols)]
+    rows[-1] = rows[-1] + [np.full_like(tiles[0], 255)] * (cols - len(rows[-1]))
+    return np.vstack([np.hstack(r) for r in rows])
+
+
+def heat(maps01, size):
+    """(M, M) map in [0, 1] -> (size, size, 3) uint8 RGB colour-mapped picture."""
+    img = (np.clip(maps01, 0, 1) * 255).astype(np.uint8)
+    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(cv2.applyColorMap(img, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def summed(maps01):
+    """Joint maps (M, M, J) summed and scaled to peak 1 (M, M), for pictures."""
+    total = maps01.sum(-1)
+    return total / max(float(total.max()), 1e-6)
+
+
+def write_eval_pngs(out_dir, epoch, images, gt01, pred01):
+    """The original's per-epoch pictures of a fixed batch: images (B, S, S, 3) uint8, maps (B, M, M, J)."""
+    os.makedirs(out_dir, exist_ok=True)
+    size, cols = images.shape[1], min(4, len(images))
+    save = lambda name, rgb: cv2.imwrite(os.path.join(out_dir, f"{epoch:04d}_{name}.png"),  # noqa: E731
+                                         cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    save("img_GT", grid(list(images), cols))
+    save("heatmap_GT", grid([heat(summed(m), size) for m in gt01], cols))
+    per_joint = [[heat(summed(m), size)] + [heat(m[..., j], size) for j in range(m.shape[-1])]
+                 for m in pred01]
+    save("heatmap", np.vstack([np.hstack(row) for row in per_joint]))
+    save("overlap", grid([cv2.addWeighted(img, 0.5, heat(summed(m), size), 0.5, 0)
+                          for img, m in zip(images, pred01)], cols))
+
+
+def plot_curves(csv_path, png_path):
+    """Plot every loss and PCK column of log.csv against the epoch into png_path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, (ax_loss, ax_pck) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in rows[0]:
+        values = [float(r[key]) if r[key] not in ("", "nan") else np.nan for r in rows]
+        if key in ("loss", "val_loss"):
+            ax_loss.plot(epochs, values, marker=".", label=key)
+        elif "pck" in key:
+            ax_pck.plot(epochs, values, marker=".", label=key, ls="--" if "baseline" in key else "-")
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
+    ax_pck.set(xlabel="epoch", ylabel="PCK", ylim=(0, 1), title="validation PCK")
+    for ax in (ax_loss, ax_pck):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+class SetEpoch(keras.callbacks.Callback):
+    """Tell the training dataset which epoch it serves, so augmentation is f(seed, epoch)."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.epoch = epoch
+
+
+def evaluate_pck(model, dataset, stride, thresholds=(0.1, 0.2)):
+    """PCK at each threshold of the decoded main output over a non-shuffled dataset."""
+    preds = []
+    for i in range(len(dataset)):
+        x, _ = dataset[i]
+        out = model(x, training=False)
+        preds.append(np.asarray(out[0], dtype=np.float32))
+    maps01 = (np.concatenate(preds) + 1.0) * 0.5
+    keypoints = decode_keypoints(maps01, stride=stride, sigma=dataset.sigma)
+    gt = dataset.all_keypoints()
+    norm = figure_norm_size(dataset.size)
+    return {t: pck(keypoints, gt, norm, t) for t in thresholds}
+
+
+class Evaluate(keras.callbacks.Callback):
+    """Every epoch: val PCK@0.1/0.2 into logs (so CSV and checkpoints see them), eval PNGs, curves."""
+
+    def __init__(self, dataset, out_dir, stride, baseline):
+        super().__init__()
+        self.dataset, self.out_dir, self.stride, self.baseline = dataset, out_dir, stride, baseline
+        self.batch = dataset.load_batch(0)  # the fixed picture batch: (images, maps, keypoints)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        scores = evaluate_pck(self.model, self.dataset, self.stride)
+        logs["val_pck@0.1"], logs["val_pck@0.2"] = scores[0.1], scores[0.2]
+        logs["baseline_pck@0.2"] = self.baseline
+        images, gt01, _ = self.batch
+        pred = np.asarray(self.model(preprocess(images), training=False)[0], dtype=np.float32)
+        write_eval_pngs(os.path.join(self.out_dir, "eval"), epoch, images, gt01, (pred + 1) * 0.5)
+
+
+class PlotCurves(keras.callbacks.Callback):
+    """Redraw curves.png from log.csv after every epoch (so it survives --resume)."""
+
+    def __init__(self, out_dir):
+        super().__init__()
+        self.out_dir = out_dir
+
+    def on_epoch_end(self, epoch, logs=None):
+        plot_curves(os.path.join(self.out_dir, "log.csv"), os.path.join(self.out_dir, "curves.png"))
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class Config:
+    """Everything a training run depends on (built from the command line in main())."""
+    data: str
+    out: str
+    val_data: str | None = None
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 2e-4
+    lr_schedule: str = "constant"
+    steps_per_epoch: int = 0
+    arch: str = "simple"
+    size: int = 0
+    width: float = 1.0
+    depth: int = 1
+    backbone_features: str | None = None
+    init_weights: str | None = None
+    loss: str = "mse"
+    augment: Augment = Augment()
+    seed: int = 0
+    resume: bool = False
+    mixed_precision: bool = False
+    distribute: str = "none"
+    workers: int = 1
+    verbose: int = 1
+
+
+def make_datasets(cfg: Config):
+    """(train, val) FigureDatasets: --val-data, or an 80/20 split of --data by image id."""
+    figures = open_figures(cfg.data)
+    train_idx, val_path, val_idx = None, cfg.val_data or cfg.data, None
+    if cfg.val_data:
+        open_figures(cfg.val_data)
+    else:
+        train_idx, val_idx = split_by_image(np.asarray(figures["image_id"]), 0.2, cfg.seed)
+        if len(val_idx) == 0:
+            raise ValueError(f"{cfg.data}: needs figures from at least two images to split off validation")
+    size = cfg.size or int(figures[0]["canvas_size"])
+    stride = ARCH_STRIDE[cfg.arch]
+    n_out = 3
+    common = dict(size=size, stride=stride, sigma=SIGMA, n_outputs=n_out,
+                  workers=cfg.workers, use_multiprocessing=False)
+    train = FigureDataset(cfg.data, train_idx, cfg.batch_size, augment=cfg.augment, seed=cfg.seed,
+                          steps=cfg.steps_per_epoch or None, **common)
+    val = FigureDataset(val_path, val_idx, cfg.batch_size, shuffle=False, **common)
+    return train, val
+
+
+def baseline_pck(train, val, threshold=0.2):
+    """PCK of predicting the training figures' mean pose for every validation figure."""
+    pose = mean_pose(train.all_keypoints())
+    gt = val.all_keypoints()
+    return pck(np.broadcast_to(pose, gt[..., :2].shape), gt, figure_norm_size(val.size), threshold)
+
+
+def make_strategy(kind: str):
+    """A context to build and compile under: tf.distribute strategy scope, JAX DataParallel or nothing."""
+    if kind == "none":
+        return contextlib.nullcontext()
+    if keras.backend.backend() == "jax":
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext()
+    import tensorflow as tf
+    if kind == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy().scope()
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+              [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices).scope()
+
+
+def tensorboard(log_dir):
+    """[TensorBoard callback] if the tensorboard package is installed, else [] with a note."""
+    if importlib.util.find_spec("tensorboard") is None:
+        print("note: tensorboard is not installed; no tb/ logs (pip install tensorboard)", flush=True)
+        return []
+    return [keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0)]
+
+
+def make_callbacks(cfg: Config, train, val, baseline):
+    """Callback list in the order that matters: metrics first, then checkpoints/logs, backup last."""
+    out = cfg.out
+    return [
+        SetEpoch(train),
+        Evaluate(val, out, ARCH_STRIDE[cfg.arch], baseline),
+        keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor="val_pck@0.2",
+                                        mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(os.path.join(out, "last.keras")),
+        keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=cfg.resume),
+        PlotCurves(out),
+        *tensorboard(os.path.join(out, "tb")),
+        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+    ]
+
+
+def prepare_out_dir(cfg: Config):
+    """Create --out; without --resume, clear an old backup/ and log.csv so the run starts fresh."""
+    os.makedirs(cfg.out, exist_ok=True)
+    if not cfg.resume:
+        shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(cfg.out, "log.csv"))
+    with open(os.path.join(cfg.out, "config.json"), "w") as f:
+        json.dump(asdict(cfg), f, indent=1)
+
+
+def init_from(model, path):
+    """Copy the weights of a model.py .keras file of the same architecture into `model` (fine-tuning)."""
+    source = load_trained_model(path)
+    shapes = [w.shape for w in source.get_weights()]
+    if shapes != [w.shape for w in model.get_weights()]:
+        raise ValueError(f"{path} has another architecture than --arch/--width/--depth/--size")
+    model.set_weights(source.get_weights())
+
+
+def train(cfg: Config, extra_callbacks=()):
+    """Train as configured; returns the keras History. Writes everything under cfg.out."""
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.mixed_precision:
+        gpu = keras.backend.backend() == "tensorflow" and __import__("tensorflow").config.list_physical_devices("GPU")
+        keras.mixed_precision.set_dtype_policy("mixed_float16" if gpu else "mixed_bfloat16")
+    train_ds, val_ds = make_datasets(cfg)
+    prepare_out_dir(cfg)
+    with make_strategy(cfg.distribute):
+        model = build_model(cfg.arch, train_ds.n_joints, train_ds.size, cfg.width, cfg.depth,
+                            cfg.backbone_features)
+        if cfg.init_weights:
+            init_from(model, cfg.init_weights)
+        decay = cfg.epochs * len(train_ds) if cfg.lr_schedule == "cosine" else 0
+        compile_model(model, cfg.lr, cfg.loss, decay)
+    baseline = baseline_pck(train_ds, val_ds)
+    print(f"{model.name}: {model.count_params() / 1e6:.2f} M parameters, "
+          f"{count_flops(model) / 1e9:.2f} GFLOPs per {train_ds.size}x{train_ds.size} figure; "
+          f"{len(train_ds.indices)} training / {len(val_ds.indices)} validation figures; "
+          f"mean-pose baseline val PCK@0.2 {baseline:.3f}", flush=True)
+    callbacks = make_callbacks(cfg, train_ds, val_ds, baseline)
+    return model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=cfg.verbose,
+                     callbacks=list(extra_callbacks) + callbacks)
+
+
+def set_cpu_devices(n: int):
+    """Split the CPU into n logical devices (to try --distribute mirrored on one machine)."""
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+
+
+def parse_args(argv=None):
+    """Command-line flags -> argparse.Namespace (every flag documented in --help)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="coco.npy", help="training figures (coco.npy from coco_process.py)")
+    p.add_argument("--val-data", default=None, help="validation figures; omitted: hold out 20%% of --data's images")
+    p.add_argument("--out", default="runs/default", help="run folder for checkpoints, logs and pictures")
+    p.add_argument("--epochs", type=int, default=50, help="number of epochs")
+    p.add_argument("--batch-size", type=int, default=8, help="global batch size")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="constant lr, or cosine decay to 5%% over all epochs")
+    p.add_argument("--steps-per-epoch", type=int, default=0, help="batches per epoch (0: one full pass)")
+    p.add_argument("--arch", choices=sorted(ARCH_STRIDE), default="simple",
+                   help="simple: maps at stride 4; original: the original network, maps at full size")
+    p.add_argument("--size", type=int, default=0, help="input size (multiple of 32; 0: the data's canvas size)")
+    p.add_argument("--width", type=float, default=1.0, help="channel multiplier")
+    p.add_argument("--depth", type=int, default=1, help="residual blocks per stage (scales depth)")
+    p.add_argument("--backbone-features", default=None,
+                   help="concat frozen ImageNet features at the bottleneck (resnet50; weights must be in ~/.keras/models)")
+    p.add_argument("--init-weights", default=None,
+                   help="start from the weights of a .keras file of the same architecture (fine-tuning)")
+    p.add_argument("--loss", choices=("mse", "fg_mse"), default="mse",
+                   help="mse: the original per-joint MSE; fg_mse: the same with foreground pixels weighted x10")
+    p.add_argument("--flip", type=float, default=0.5, help="horizontal flip probability (with left/right swap)")
+    p.add_argument("--rotation", type=float, default=30.0, help="max rotation, degrees")
+    p.add_argument("--scale-min", type=float, default=0.75, help="min zoom factor")
+    p.add_argument("--scale-max", type=float, default=1.25, help="max zoom factor")
+    p.add_argument("--shift", type=float, default=0.05, help="max shift, fraction of the canvas side")
+    p.add_argument("--color-jitter", type=float, default=0.0, help="colour jitter strength (0: off)")
+    p.add_argument("--no-augment", action="store_true", help="turn all augmentation off")
+    p.add_argument("--seed", type=int, default=0, help="random seed (weights, split, order, augmentation)")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from --out/backup")
+    p.add_argument("--mixed-precision", action="store_true", help="float16 (GPU) / bfloat16 (CPU) compute")
+    p.add_argument("--distribute", choices=("none", "mirrored", "multiworker"), default="none",
+                   help="tf.distribute strategy (on JAX any choice but none means DataParallel)")
+    p.add_argument("--cpu-devices", type=int, default=0, help="split the CPU into N logical devices (testing)")
+    p.add_argument("--workers", type=int, default=1, help="threads that make batches")
+    p.add_argument("--quiet", action="store_true", help="no per-batch progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    augment = NO_AUGMENT if args.no_augment else Augment(
+        args.flip, args.rotation, args.scale_min, args.scale_max, args.shift, args.color_jitter)
+    cfg = Config(data=args.data, out=args.out, val_data=args.val_data, epochs=args.epochs,
+                 batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+                 steps_per_epoch=args.steps_per_epoch, arch=args.arch, size=args.size,
+                 width=args.width, depth=args.depth, backbone_features=args.backbone_features,
+                 init_weights=args.init_weights, loss=args.loss, augment=augment, seed=args.seed, resume=args.resume,
+                 mixed_precision=args.mixed_precision, distribute=args.distribute,
+                 workers=args.workers, verbose=2 if args.quiet else 1)
+    try:  # everything a user can get wrong, checked before any work, as one line
+        for path in filter(None, (cfg.data, cfg.val_data)):
+            open_figures(path)
+        if cfg.backbone_features:
+            backbone_weights(cfg.backbone_features)
+        if cfg.init_weights:
+            load_trained_model(cfg.init_weights)
+        if cfg.size % 32:
+            raise ValueError(f"--size {cfg.size} must be a multiple of 32")
+    except (FileNotFoundError, ValueError) as err:
+        sys.exit(f"model.py: error: {err}")
+    if args.cpu_devices:
+        set_cpu_devices(args.cpu_devices)
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

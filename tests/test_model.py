@@ -1,0 +1,147 @@
+"""model.py: shapes, the masked loss, learning, save/load, CLI errors, resume, mirrored training."""
+import csv
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import REPO, run_script
+from test_figure_dataset import write_figures
+
+import model as M
+
+SMALL = dict(n_joints=13, size=64, width=0.25)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A 16-figure coco.npy (64 x 64 canvases, 8 images)."""
+    return str(write_figures(tmp_path_factory.mktemp("data") / "coco.npy", n=16, size=64))
+
+
+def small_config(data, out, **kw):
+    base = dict(data=data, out=str(out), epochs=3, batch_size=4, width=0.25, seed=1,
+                steps_per_epoch=2, verbose=0)
+    return M.Config(**{**base, **kw})
+
+
+def read_log(out):
+    with open(out / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("arch, map_size", [("simple", 16), ("original", 64)])
+def test_output_shapes(arch, map_size):
+    model = M.build_model(arch, **SMALL)
+    outs = model(np.zeros((2, 64, 64, 3), np.float32))
+    assert [tuple(o.shape) for o in outs] == [(2, map_size, map_size, 13)] * 3
+    assert model.output_names[0] == "maps"
+    assert M.count_flops(model) > 0
+
+
+def test_flops_of_the_original_match_the_reference():
+    original = M.count_flops(M.build_model("original", 13, 320))
+    simple = M.count_flops(M.build_model("simple", 13, 320))
+    assert abs(original / 1e9 - 11.2) < 0.1  # REFERENCE.md: 11.2 GFLOPs
+    assert original / simple >= 4
+
+
+def test_loss_counts_only_labelled_joints():
+    pred = np.zeros((1, 2, 2, 2), np.float32)
+    target = np.array([0.5, -1.0], np.float32) * np.ones((1, 2, 2, 2), np.float32)
+    mask = np.ones((1, 2, 2, 2), np.float32) * np.array([1.0, 0.0], np.float32)
+    y_true = np.concatenate([target, mask], axis=-1)
+    loss = float(M.JointMSE()(y_true, pred))
+    assert loss == pytest.approx(0.25)  # joint 0: mean (0.5)^2; joint 1 unlabelled (would add 1)
+    mask[..., 1] = 1.0
+    assert float(M.JointMSE()(np.concatenate([target, mask], -1), pred)) == pytest.approx(1.25)
+
+
+def test_loss_falls_on_a_tiny_set(tiny_data):
+    from figure_dataset import NO_AUGMENT, FigureDataset
+    keras.utils.set_random_seed(0)
+    ds = FigureDataset(tiny_data, batch_size=4, augment=NO_AUGMENT, shuffle=False)
+    model = M.compile_model(M.build_model("simple", **SMALL), lr=2e-3)
+    x, y = ds[0]
+    losses = [model.train_on_batch(x, y)[0] for _ in range(15)]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_save_load_same_predictions(tmp_path):
+    model = M.build_model("simple", **SMALL)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = M.load_trained_model(path)
+    canvases = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    a, b = M.predict_maps(model, canvases), M.predict_maps(loaded, canvases)
+    assert a.shape == (3, 16, 16, 13) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_load_rejects_foreign_files(tmp_path):
+    text = tmp_path / "notes.keras"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="is not a figure-pose model"):
+        M.load_trained_model(str(text))
+    other = tmp_path / "other.keras"
+    inp = keras.Input((4,))
+    keras.Model(inp, keras.layers.Dense(2)(inp)).save(str(other))
+    with pytest.raises(ValueError, match="is not a figure-pose model"):
+        M.load_trained_model(str(other))
+
+
+def test_cli_missing_or_foreign_data_is_one_line(tmp_path):
+    foreign = tmp_path / "foreign.npy"
+    np.save(foreign, np.arange(5))
+    for path in (tmp_path / "missing.npy", foreign):
+        result = run_script(REPO / "model.py", "--data", path, "--out", tmp_path / "run")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0
+        assert len(lines) == 1 and lines[0].startswith("model.py: error:"), result.stderr
+        assert str(path) in lines[0]
+
+
+class KillAfter(keras.callbacks.Callback):
+    """Simulate a kill: raise in the middle of epoch `epoch`."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == self.batch:
+            raise KeyboardInterrupt("killed")
+
+
+def test_resume_continues_the_same_run(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        M.train(small_config(tiny_data, out), extra_callbacks=[KillAfter(epoch=1, batch=0)])
+    assert [r["epoch"] for r in read_log(out)] == ["0"]
+    M.train(small_config(tiny_data, out, resume=True))
+    rows = read_log(out)
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    for name in ("best.keras", "last.keras", "curves.png", "eval/0002_heatmap.png",
+                 "eval/0002_overlap.png", "eval/0002_img_GT.png", "eval/0002_heatmap_GT.png"):
+        assert (out / name).exists(), name
+    assert 0.0 <= float(rows[-1]["val_pck@0.2"]) <= 1.0 and "baseline_pck@0.2" in rows[0]
+    M.load_trained_model(str(out / "best.keras"))
+
+
+def test_mirrored_two_devices_matches_one(tiny_data, tmp_path):
+    common = ["--data", tiny_data, "--epochs", 2, "--steps-per-epoch", 3, "--batch-size", 4,
+              "--width", 0.25, "--seed", 3, "--no-augment", "--quiet", "--cpu-devices", 2]
+    one = run_script(REPO / "model.py", *common, "--out", tmp_path / "one")
+    two = run_script(REPO / "model.py", *common, "--out", tmp_path / "two", "--distribute", "mirrored")
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    loss_one = [float(r["loss"]) for r in read_log(tmp_path / "one")]
+    loss_two = [float(r["loss"]) for r in read_log(tmp_path / "two")]
+    np.testing.assert_allclose(loss_two, loss_one, rtol=0.05)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
