@@ -1,0 +1,952 @@
+"""Evaluate a figure-pose model (or the stored ground truth) on figures; run it on new images.
+
+    python evaluate.py --model runs/NAME/best.keras --data coco_val.npy \
+        --coco-root DIR --split val2017 --out runs/NAME/eval
+    python evaluate.py --oracle --data coco_val.npy --coco-root DIR --out eval_oracle
+    python evaluate.py --model M --images photo.jpg drawings/ --out DIR [--bbox x,y,w,h]
+    python evaluate.py --model M --export tflite|saved_model --out DIR
+
+Evaluation writes into --out: metrics.json (PCK@0.05/0.1/0.2 overall and per joint, mean
+and median joint error in original-image pixels, mean OKS, COCO keypoint AP/AR from
+pycocotools over the joints the model predicts, the mean-pose baseline, counts),
+keypoints_<split>_results.json (official COCO results format, 17 keypoints, original
+pixels), examples.png and worst.png (input | target | prediction grids) and
+pck_per_joint.png.
+
+Predictions are decoded on the figure canvas (confidence_maps.decode_keypoints) and
+mapped back to the photo with figures.invert_affine of the record's stored affine.
+`--oracle` scores the stored ground-truth maps instead of a model: it must reach AP and
+PCK@0.05 of about 1, which proves that the crop geometry, the map rendering, the decoder
+and the inverse transform agree with pycocotools.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from confidence_maps import (SIGMA, STRIDE, decode_keypoints, dequantise_maps, flip_maps,
+                             quantise_maps, render_confidence_maps)
+from figures import (COCO_KEYPOINTS, COCO_OKS_SIGMAS, apply_affine, canvas_image, coco_indices,
+                     figure_joint_names, flip_permutation, invert_affine, joint_names, open_figures,
+                     read_sidecar, render_figure, skeleton_indices)
+from metrics import figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
+
+THRESHOLDS = (0.05, 0.1, 0.2)
+REFINES = ("dark", "quarter", "none")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm", ".pgm", ".ppm")
+PERSON_CATEGORY_ID = 1
+CHUNK = 64  # figures decoded per step (bounded memory on any dataset size)
+
+
+class InputError(Exception):
+    """Bad input from the user: reported as one line on stderr, no traceback."""
+
+
+# ----------------------------------------------------------------------------- geometry
+
+def to_original(canvas_xy, affines):
+    """Canvas points (N, J, >=2) -> original-image points (N, J, 2) via each figure's inverse affine."""
+    canvas_xy = np.asarray(canvas_xy, dtype=np.float64)[..., :2]
+    return np.stack([apply_affine(invert_affine(a), xy) for a, xy in zip(affines, canvas_xy)]) \
+        if len(canvas_xy) else np.zeros((0,) + canvas_xy.shape[1:])
+
+
+def gt_original(keypoints, affines):
+    """Labelled canvas keypoints (N, J, 3) -> original pixels (N, J, 3); unlabelled stay 0, 0, 0."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    out = np.zeros_like(kp)
+    labelled = kp[..., 2] > 0
+    out[..., :2] = np.where(labelled[..., None], to_original(kp, affines), 0.0)
+    out[..., 2] = kp[..., 2]
+    return out
+
+
+def oks(pred_xy, gt_keypoints, area, sigmas):
+    """Object keypoint similarity of one person, the COCO formula.
+
+    pred_xy (J, 2) and gt_keypoints (J, 3) in original pixels; area: the gt area (COCO
+    segmentation area); sigmas (J,). OKS = mean over labelled joints of
+    exp(-d^2 / (2 * area * (2 sigma)^2)). NaN if no joint is labelled.
+    """
+    gt = np.asarray(gt_keypoints, dtype=np.float64)
+    d2 = ((np.asarray(pred_xy, dtype=np.float64)[:, :2] - gt[:, :2]) ** 2).sum(-1)
+    variances = (2.0 * np.asarray(sigmas, dtype=np.float64)) ** 2
+    e = d2 / variances / (area + np.spacing(1)) / 2.0
+    labelled = gt[:, 2] > 0
+    return float(np.exp(-e[labelled]).mean()) if labelled.any() else float("nan")
+
+
+def mirror_keypoints(keypoints, canvas_size, flip_perm):
+    """Canvas keypoints (J, 3) of the horizontally mirrored figure (x -> S - 1 - x, left/right swapped)."""
+    kp = np.asarray(keypoints, dtype=np.float64)[flip_perm].copy()
+    kp[:, 0] = np.where(kp[:, 2] > 0, canvas_size - 1 - kp[:, 0], 0.0)
+    return kp
+
+
+# ----------------------------------------------------------------------------- COCO format
+
+def results_17(xy, confidence, names):
+    """One person's 17 * 3 COCO keypoint list: x, y, 1 for predicted joints, 0, 0, 0 for the others.
+
+    (The results format's third value is ignored by COCOeval; the joint confidences are
+    written separately.)
+    """
+    out = np.zeros((17, 3))
+    cols = coco_indices(names)
+    out[cols, :2] = xy
+    out[cols, 2] = 1.0
+    conf = np.zeros(17)
+    conf[cols] = confidence
+    return [round(float(v), 3) for v in out.ravel()], [round(float(c), 4) for c in conf]
+
+
+def coco_results(image_ids, annotation_ids, xy_orig, confidence, names):
+    """Official COCO keypoint results: [{image_id, category_id, keypoints (51), score}] in original pixels.
+
+    score = mean joint confidence. `annotation_id` (the figure the prediction was made for)
+    and `joint_confidence` (17, 0 where not predicted) are extra keys that pycocotools ignores.
+    """
+    results = []
+    for image_id, ann_id, xy, conf in zip(image_ids, annotation_ids, xy_orig, confidence):
+        kps, joint_conf = results_17(xy, conf, names)
+        results.append({"image_id": int(image_id), "category_id": PERSON_CATEGORY_ID, "keypoints": kps,
+                        "score": round(float(np.mean(conf)), 5), "annotation_id": int(ann_id),
+                        "joint_confidence": joint_conf})
+    return results
+
+
+def select_joints(coco_keypoints, names):
+    """A flat 17 * 3 COCO keypoint list -> the flat len(names) * 3 list of those joints."""
+    return np.asarray(coco_keypoints, dtype=np.float64).reshape(17, 3)[coco_indices(names)].ravel().tolist()
+
+
+def gt_dataset_from_annotations(annotations, annotation_ids, names):
+    """In-memory COCO ground truth for the evaluated persons, restricted to the joints in `names`.
+
+    annotations: the loaded person_keypoints_<split>.json. Only the given annotation ids and
+    their images are kept; each annotation's keypoints are cut to the joints' columns and
+    num_keypoints recounted over them (COCOeval ignores persons with none); area (the
+    segmentation area OKS is scaled by), bbox and iscrowd stay as annotated.
+    """
+    wanted = set(int(a) for a in annotation_ids)
+    anns = [a for a in annotations["annotations"] if a["id"] in wanted]
+    missing = wanted - {a["id"] for a in anns}
+    if missing:
+        raise InputError(f"{len(missing)} of the {len(wanted)} evaluated annotation ids are not in the "
+                         f"annotation file (e.g. {min(missing)}): wrong --split or --coco-root?")
+    image_ids = {a["image_id"] for a in anns}
+    gt_anns = []
+    for a in anns:
+        kp = select_joints(a["keypoints"], names)
+        gt_anns.append({"id": a["id"], "image_id": a["image_id"], "category_id": PERSON_CATEGORY_ID,
+                        "keypoints": kp, "num_keypoints": int(np.count_nonzero(np.asarray(kp)[2::3] > 0)),
+                        "area": float(a["area"]), "bbox": list(map(float, a["bbox"])),
+                        "iscrowd": int(a.get("iscrowd", 0))})
+    images = [dict(im) for im in annotations["images"] if im["id"] in image_ids]
+    return {"images": images, "annotations": gt_anns, "categories": [person_category(names)]}
+
+
+def gt_dataset_from_figures(image_ids, annotation_ids, bboxes, keypoints_orig, names):
+    """Ground truth rebuilt from the figures alone (no --coco-root): area = bbox w * h (a fallback:
+    COCO scales OKS by the segmentation area, which is smaller, so these AP values are optimistic)."""
+    gt_anns = []
+    for image_id, ann_id, bbox, kp in zip(image_ids, annotation_ids, bboxes, keypoints_orig):
+        flat = np.asarray(kp, dtype=np.float64).copy()
+        gt_anns.append({"id": int(ann_id), "image_id": int(image_id), "category_id": PERSON_CATEGORY_ID,
+                        "keypoints": [float(v) for v in flat.ravel()],
+                        "num_keypoints": int((flat[:, 2] > 0).sum()),
+                        "area": float(bbox[2] * bbox[3]), "bbox": [float(v) for v in bbox], "iscrowd": 0})
+    images = [{"id": int(i)} for i in sorted(set(int(i) for i in image_ids))]
+    return {"images": images, "annotations": gt_anns, "categories": [person_category(names)]}
+
+
+def person_category(names):
+    return {"id": PERSON_CATEGORY_ID, "name": "person", "supercategory": "person", "keypoints": list(names)}
+
+
+def coco_keypoint_eval(gt_dataset, results, names):
+    """COCO keypoint AP/AR (pycocotools COCOeval, iouType keypoints) over the joints in `names`.
+
+    results: COCO results with 17 * 3 keypoints; they are cut to the same joints as the
+    ground truth and scored with those joints' OKS sigmas. Returns (stats dict, per-person
+    OKS {annotation_id: oks of the best-matching prediction}).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    if not results:
+        raise InputError("no predictions to evaluate")
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet):
+        gt = COCO()
+        gt.dataset = gt_dataset
+        gt.createIndex()
+        dets = [{"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+                 "keypoints": select_joints(r["keypoints"], names)} for r in results]
+        dt = gt.loadRes(dets)
+        evaluator = COCOeval(gt, dt, iouType="keypoints")
+        evaluator.params.kpt_oks_sigmas = np.array([COCO_OKS_SIGMAS[n] for n in names])
+        evaluator.params.imgIds = sorted(gt.getImgIds())
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    keys = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75", "ar_medium", "ar_large")
+    stats = {k: float(v) for k, v in zip(keys, evaluator.stats)}
+    return stats, evaluator
+
+
+# ----------------------------------------------------------------------------- predictors
+
+def oracle_maps(records, flip_test, flip_perm):
+    """The stored ground-truth maps (N, M, M, J) of records, in [0, 1].
+
+    With flip_test, averaged with the maps of the mirrored figure, rendered and stored
+    the same way (quantised), then un-flipped with flip_maps: a perfect model's flip test.
+    """
+    maps = dequantise_maps(records["confidence_maps"])
+    if not flip_test:
+        return maps
+    mirrored = []
+    for record in records:
+        size = int(record["canvas_size"])
+        m = record["confidence_maps"].shape[0]
+        kp = mirror_keypoints(record["keypoints"], size, flip_perm)
+        mirrored.append(dequantise_maps(quantise_maps(render_confidence_maps(kp, m, size // m))))
+    return 0.5 * (maps + flip_maps(np.stack(mirrored), flip_perm))
+
+
+def model_maps(model, predict, canvases, flip_test, flip_perm, batch_size):
+    """Model maps (N, M, M, J) for uint8 canvases; with flip_test the average with the mirror's un-flipped maps."""
+    maps = predict(model, canvases, batch_size=batch_size)
+    if flip_test:
+        mirrored = predict(model, np.ascontiguousarray(canvases[:, :, ::-1]), batch_size=batch_size)
+        maps = 0.5 * (maps + flip_maps(mirrored, flip_perm))
+    return np.asarray(maps, dtype=np.float32)
+
+
+def decode(maps, canvas_size, model_size, refine):
+    """Canvas keypoints (N, J, 3) from maps predicted for canvases of side canvas_size.
+
+    The maps of a model of input side model_size have sigma SIGMA / STRIDE map pixels
+    (how they were trained); their stride in this canvas is canvas_size / M.
+    """
+    m = maps.shape[-2]
+    stride = canvas_size / m
+    sigma = SIGMA / (model_size / m) * stride
+    return decode_keypoints(maps, stride=stride, sigma=sigma, refine=refine)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def score_predictions(pred_canvas, meta, names, gt_dataset=None):
+    """All metrics of canvas predictions (N, J, 3: x, y, confidence) against the figures in meta.
+
+    meta: dict of numpy arrays keypoints (N, J, 3 canvas), affine, bbox, image_id,
+    annotation_id, canvas_size. gt_dataset: COCO ground truth for AP (None: no AP).
+    Returns (metrics dict, COCO results list, per-figure mean normalised error (N,)).
+    """
+    size = float(meta["canvas_size"])
+    norm = figure_norm_size(size)
+    gt_kp = meta["keypoints"]
+    metrics = {}
+    for t in THRESHOLDS:
+        metrics[f"pck@{t}"] = pck(pred_canvas[..., :2], gt_kp, norm, t)
+    metrics["pck_per_joint"] = {
+        f"pck@{t}": {n: (None if np.isnan(v) else float(v))
+                     for n, v in zip(names, pck_per_joint(pred_canvas[..., :2], gt_kp, norm, t))}
+        for t in THRESHOLDS}
+    pred_orig = to_original(pred_canvas, meta["affine"])
+    gt_orig = gt_original(gt_kp, meta["affine"])
+    errors = joint_errors(pred_orig, gt_orig)                      # original pixels, NaN unlabelled
+    labelled = ~np.isnan(errors)
+    metrics["mean_error_px"] = float(errors[labelled].mean())
+    metrics["median_error_px"] = float(np.median(errors[labelled]))
+    side = np.maximum(meta["bbox"][:, 2], meta["bbox"][:, 3])
+    metrics["mean_error_bbox_fraction"] = float((errors / side[:, None])[labelled].mean())
+    per_figure = np.nanmean(np.where(labelled, errors / side[:, None], np.nan), axis=1) \
+        if labelled.any() else np.zeros(len(errors))
+    results = coco_results(meta["image_id"], meta["annotation_id"], pred_orig, pred_canvas[..., 2], names)
+    if gt_dataset is not None:
+        stats, evaluator = coco_keypoint_eval(gt_dataset, results, names)
+        metrics.update(stats)
+        areas = {a["id"]: a["area"] for a in gt_dataset["annotations"]}
+        gts = {a["id"]: np.asarray(a["keypoints"]).reshape(-1, 3) for a in gt_dataset["annotations"]}
+        sigmas = evaluator.params.kpt_oks_sigmas
+        metrics["oks_mean"] = float(np.nanmean([oks(xy, gts[int(a)], areas[int(a)], sigmas)
+                                                for a, xy in zip(meta["annotation_id"], pred_orig)]))
+    return metrics, results, per_figure
+
+
+def baseline_predictions(pose, n):
+    """The mean pose (J, 2) as canvas predictions (n, J, 3) with confidence 1."""
+    out = np.ones((n,) + pose.shape[:1] + (3,), dtype=np.float64)
+    out[..., :2] = pose
+    return out
+
+
+# ----------------------------------------------------------------------------- pictures
+
+def joint_colour(name):
+    """RGB colour of a joint: left blue, right red, centre green."""
+    return (30, 90, 255) if name.startswith("left_") else (230, 40, 40) if name.startswith("right_") else (0, 170, 0)
+
+
+def draw_skeleton(image, xy, present, names, thickness=2, radius=4, limb=(255, 160, 0)):
+    """Copy of an RGB image with limbs and joints at xy (J, 2) where `present` (J,) is true."""
+    out = np.ascontiguousarray(image).copy()
+    pts = [tuple(int(round(v)) for v in p) for p in np.asarray(xy, dtype=np.float64)]
+    for i, j in skeleton_indices(list(names)):
+        if present[i] and present[j]:
+            cv2.line(out, pts[i], pts[j], limb, thickness, cv2.LINE_AA)
+    for k in np.flatnonzero(present):
+        cv2.circle(out, pts[k], radius, joint_colour(names[k]), -1, cv2.LINE_AA)
+    return out
+
+
+def heat_tile(maps01, size):
+    """Sum of maps (M, M, J) in [0, 1] as an RGB colour-mapped size x size tile."""
+    total = np.clip(np.asarray(maps01, dtype=np.float32).sum(-1), 0.0, 1.0)
+    grey = cv2.resize((total * 255).astype(np.uint8), (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def figure_row(canvas, gt_kp, target01, pred01, pred_kp, names, tile=192, min_confidence=0.2):
+    """input | target maps | predicted maps | predicted skeleton (labels as black crosses), one row.
+
+    Predicted joints below min_confidence are not drawn.
+    """
+    size = canvas.shape[0]
+    scale = tile / size
+    small = cv2.resize(canvas, (tile, tile), interpolation=cv2.INTER_AREA)
+    gt_present = gt_kp[:, 2] > 0
+    drawn = draw_skeleton(small, pred_kp[:, :2] * scale + (scale - 1) / 2, pred_kp[:, 2] >= min_confidence, names)
+    for k in np.flatnonzero(gt_present):
+        p = tuple(int(round(v)) for v in gt_kp[k, :2] * scale + (scale - 1) / 2)
+        cv2.drawMarker(drawn, p, (0, 0, 0), cv2.MARKER_CROSS, 7, 1)
+    return np.concatenate([small, heat_tile(target01, tile), heat_tile(pred01, tile), drawn], axis=1)
+
+
+def write_grid(path, rows, captions, tile=192):
+    """Stack rows (H, 4 * tile, 3) under a header into one PNG; each row gets a caption."""
+    header = np.full((28, rows[0].shape[1], 3), 255, np.uint8)
+    for i, text in enumerate(("input", "target (maps summed)", "prediction (maps summed)", "prediction (x: label)")):
+        cv2.putText(header, text, (i * tile + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    body = []
+    for row, caption in zip(rows, captions):
+        strip = np.full((18, row.shape[1], 3), 255, np.uint8)
+        cv2.putText(strip, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        body += [row, strip]
+    cv2.imwrite(path, cv2.cvtColor(np.concatenate([header] + body, axis=0), cv2.COLOR_RGB2BGR))
+
+
+def plot_pck_per_joint(path, per_joint, names, baseline=None, title=""):
+    """Bar chart of per-joint PCK at each threshold (and the baseline's PCK@0.2 as markers)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(max(7, 0.7 * len(names)), 4), dpi=100)
+    width = 0.8 / len(THRESHOLDS)
+    x = np.arange(len(names))
+    for i, t in enumerate(THRESHOLDS):
+        values = [per_joint[f"pck@{t}"][n] or 0.0 for n in names]
+        ax.bar(x + (i - (len(THRESHOLDS) - 1) / 2) * width, values, width, label=f"PCK@{t}")
+    if baseline is not None:
+        ax.plot(x, [baseline[f"pck@{THRESHOLDS[-1]}"][n] or 0.0 for n in names], "k_", markersize=14,
+                label=f"mean pose PCK@{THRESHOLDS[-1]}")
+    ax.set_xticks(x)
+    ax.set_xticklabels([n.replace("_", " ") for n in names], rotation=45, ha="right")
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel("PCK")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", ncol=len(THRESHOLDS) + 1, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- evaluation driver
+
+def load_figures_checked(path):
+    try:
+        return open_figures(path)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise InputError(str(err)) from None
+
+
+def load_annotations(coco_root, split):
+    path = os.path.join(coco_root, "annotations", f"person_keypoints_{split}.json")
+    if not os.path.isfile(path):
+        raise InputError(f"annotation file not found: {path} (check --coco-root and --split)")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not JSON ({err})") from None
+    if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
+        raise InputError(f"{path} is not a COCO annotation file")
+    return data
+
+
+def infer_split(data_path, default="val2017"):
+    """The split a coco.npy was made from (its sidecar's annotation file name), else `default`."""
+    ann = str(read_sidecar(data_path).get("settings", {}).get("annotations", ""))
+    base = os.path.basename(ann)
+    if base.startswith("person_keypoints_") and base.endswith(".json"):
+        return base[len("person_keypoints_"):-len(".json")]
+    return default
+
+
+def select_figures(figures, limit, image_ids):
+    """Indices of the figures to evaluate: those of `image_ids` (if given), the first `limit` (if > 0)."""
+    index = np.arange(len(figures))
+    if image_ids:
+        index = index[np.isin(np.asarray(figures["image_id"]), image_ids)]
+    if limit is not None:
+        index = index[:limit]
+    if len(index) == 0:
+        raise InputError("empty selection: no figures match --limit/--image-ids")
+    return index
+
+
+def figure_meta(figures, index):
+    """The small per-figure arrays (keypoints, affine, bbox, ids) of the selected figures."""
+    sizes = np.unique(np.asarray(figures["canvas_size"])[index])
+    if len(sizes) != 1:
+        raise InputError(f"figures of several canvas sizes {sizes.tolist()} in one file")
+    return {"keypoints": np.asarray(figures["keypoints"][index], dtype=np.float64),
+            "affine": np.asarray(figures["affine"][index], dtype=np.float64),
+            "bbox": np.asarray(figures["bbox"][index], dtype=np.float64),
+            "image_id": np.asarray(figures["image_id"][index]),
+            "annotation_id": np.asarray(figures["annotation_id"][index]),
+            "canvas_size": int(sizes[0])}
+
+
+def variants(args):
+    """The decodings (refine, flip) to compute: the chosen one first, then the others if --compare-decoding."""
+    chosen = (args.refine, args.flip_test)
+    if not args.compare_decoding:
+        return [chosen]
+    return [chosen] + [(r, f) for f in (False, True) for r in REFINES if (r, f) != chosen]
+
+
+def variant_name(refine, flip):
+    return f"{refine}{'+flip' if flip else ''}"
+
+
+def predict_all(figures, index, args, names, model=None, predict=None):
+    """Canvas predictions {(refine, flip): (N, J, 3)} and the maps of the picture figures.
+
+    Works in chunks of CHUNK figures so memory does not grow with the data set.
+    """
+    from tqdm import tqdm
+    wanted = variants(args)
+    flips = sorted({f for _, f in wanted})
+    perm = flip_permutation(list(names))
+    size = int(figures[index[0]]["canvas_size"])
+    model_size = int(model.inputs[0].shape[1]) if model is not None else size
+    out = {v: [] for v in wanted}
+    shown = {}
+    bar = tqdm(total=len(index), desc="figures", unit="fig", disable=True if args.quiet else None)
+    for start in range(0, len(index), CHUNK):
+        chunk = index[start:start + CHUNK]
+        bar.update(len(chunk))
+        records = figures[chunk]
+        if model is None:
+            maps = {f: oracle_maps(records, f, perm) for f in flips}
+        else:
+            canvases = np.stack([canvas_image(r) for r in records])
+            plain = model_maps(model, predict, canvases, False, perm, args.batch_size)
+            maps = {False: plain}
+            if True in flips:
+                mirrored = model_maps(model, predict, np.ascontiguousarray(canvases[:, :, ::-1]), False, perm,
+                                      args.batch_size)
+                maps[True] = 0.5 * (plain + flip_maps(mirrored, perm))
+        for refine, flip in wanted:
+            out[(refine, flip)].append(decode(maps[flip], size, model_size, refine))
+        for k, i in enumerate(chunk):
+            if start + k < args.pictures:
+                shown[int(i)] = maps[args.flip_test][k]
+    bar.close()
+    return {v: np.concatenate(p) for v, p in out.items()}, shown
+
+
+def maps_for(figures, indices, args, names, model, predict):
+    """Prediction maps of a few figures (for the worst-figure picture)."""
+    perm = flip_permutation(list(names))
+    records = figures[np.sort(indices)]
+    if model is None:
+        maps = oracle_maps(records, args.flip_test, perm)
+    else:
+        maps = model_maps(model, predict, np.stack([canvas_image(r) for r in records]), args.flip_test,
+                          perm, args.batch_size)
+    return dict(zip(np.sort(indices).tolist(), maps))
+
+
+def write_pictures(out_dir, figures, index, pred, per_figure, shown, worst_maps, names):
+    """examples.png (first figures) and worst.png (largest mean error / bbox side)."""
+    written = []
+    for name, chosen, maps in (("examples.png", list(shown), shown), ("worst.png", list(worst_maps), worst_maps)):
+        if not chosen:
+            continue
+        if name == "worst.png":
+            chosen = sorted(chosen, key=lambda i: -per_figure[np.searchsorted(index, i)])
+        rows, captions = [], []
+        for i in chosen:
+            record = figures[i]
+            k = int(np.searchsorted(index, i))
+            rows.append(figure_row(canvas_image(record), record["keypoints"], dequantise_maps(record["confidence_maps"]),
+                                   maps[i], pred[k], names))
+            captions.append(f"image {int(record['image_id'])}, annotation {int(record['annotation_id'])}: "
+                            f"mean error {per_figure[k]:.3f} x bbox side")
+        path = os.path.join(out_dir, name)
+        write_grid(path, rows, captions)
+        written.append(path)
+    return written
+
+
+def print_table(metrics, file=sys.stdout):
+    """The main numbers (model, baseline and decoding comparison) as an aligned table."""
+    keys = [f"pck@{t}" for t in THRESHOLDS] + ["mean_error_px", "median_error_px", "oks_mean",
+                                                "ap", "ap50", "ap75", "ar"]
+    rows = [("evaluated", metrics)]
+    if "baseline" in metrics:
+        rows.append((metrics["baseline"]["label"], metrics["baseline"]))
+    for name, m in metrics.get("decoding_comparison", {}).items():
+        rows.append((name, m))
+    present = [k for k in keys if any(k in m for _, m in rows)]
+    width = max(len(r) for r, _ in rows) + 2
+    print(f"{'':<{width}}" + "".join(f"{k:>16}" for k in present), file=file)
+    for label, m in rows:
+        cells = "".join(f"{m[k]:>16.4f}" if isinstance(m.get(k), float) else f"{'-':>16}" for k in present)
+        print(f"{label:<{width}}{cells}", file=file)
+    print(f"figures {metrics['figures']}, persons {metrics['persons']}, images {metrics['images']}, "
+          f"labelled joints {metrics['labelled_joints']}", file=file)
+    for note in metrics.get("notes", []):
+        print(f"note: {note}", file=file)
+
+
+def run_evaluation(args, model=None, predict=None):
+    """Evaluate the model (or the oracle) on --data; writes everything into --out; returns metrics."""
+    figures = load_figures_checked(args.data)
+    names = figure_joint_names(figures)
+    index = select_figures(figures, args.limit, args.image_ids)
+    meta = figure_meta(figures, index)
+    split = args.split or infer_split(args.data)
+    notes = []
+    if model is not None:
+        out_shape = tuple(model.outputs[0].shape)
+        if out_shape[-1] != len(names):
+            raise InputError(f"the model predicts {out_shape[-1]} joints but {args.data} has {len(names)}")
+    if args.coco_root:
+        annotations = load_annotations(args.coco_root, split)
+        gt_dataset = gt_dataset_from_annotations(annotations, meta["annotation_id"], names)
+        gt_source = f"{args.coco_root}/annotations/person_keypoints_{split}.json"
+    else:
+        gt_dataset = gt_dataset_from_figures(meta["image_id"], meta["annotation_id"], meta["bbox"],
+                                             gt_original(meta["keypoints"], meta["affine"]), names)
+        gt_source = "figures (no --coco-root)"
+        notes.append("no --coco-root: AP/AR use ground truth rebuilt from the figures with area = bbox w*h "
+                     "instead of the segmentation area, so they are approximate (optimistic)")
+    os.makedirs(args.out, exist_ok=True)
+    started = time.time()
+    preds, shown = predict_all(figures, index, args, names, model, predict)
+    seconds = time.time() - started
+    chosen = variants(args)[0]
+    pred = preds[chosen]
+    metrics, results, per_figure = score_predictions(pred, meta, names, gt_dataset)
+    size = meta["canvas_size"]
+    outside = ((meta["keypoints"][..., :2] < -0.5) | (meta["keypoints"][..., :2] > size - 0.5)).any(-1) \
+        & (meta["keypoints"][..., 2] > 0)
+    metrics = {"source": "oracle (stored ground-truth maps)" if model is None else args.model,
+               "data": args.data, "split": split, "gt": gt_source, "decoding": variant_name(*chosen),
+               "joints": list(names), "figures": int(len(index)),
+               "persons": int(len(np.unique(meta["annotation_id"]))),
+               "images": int(len(np.unique(meta["image_id"]))),
+               "labelled_joints": int((meta["keypoints"][..., 2] > 0).sum()),
+               "labelled_joints_outside_canvas": int(outside.sum()),
+               "seconds_predict_decode": round(seconds, 2), **metrics}
+    # mean-pose baseline
+    if args.train_data:
+        train = load_figures_checked(args.train_data)
+        if train.dtype["keypoints"].shape != figures.dtype["keypoints"].shape:
+            raise InputError(f"{args.train_data} and {args.data} have different joints")
+        train_kp = np.asarray(train["keypoints"], dtype=np.float64)
+        train_sizes = np.unique(np.asarray(train["canvas_size"]))
+        if len(train_sizes) != 1 or int(train_sizes[0]) != size:
+            raise InputError(f"{args.train_data} has canvas size {train_sizes.tolist()}, {args.data} {size}")
+        label = "mean pose (training figures)"
+    else:
+        train_kp = meta["keypoints"]
+        label = "mean pose (of the evaluated figures themselves)"
+        notes.append("no --train-data: the mean-pose baseline is computed from the evaluated figures themselves")
+    pose = mean_pose(train_kp)
+    base, _, _ = score_predictions(baseline_predictions(pose, len(index)), meta, names, gt_dataset)
+    metrics["baseline"] = {"label": label, **base}
+    if len(preds) > 1:
+        metrics["decoding_comparison"] = {}
+        for v, p in preds.items():
+            m, _, _ = score_predictions(p, meta, names, gt_dataset)
+            metrics["decoding_comparison"][variant_name(*v)] = {
+                k: m[k] for k in ("pck@0.05", "pck@0.1", "pck@0.2", "mean_error_px", "median_error_px",
+                                  "oks_mean", "ap", "ap50", "ap75", "ar") if k in m}
+    metrics["notes"] = notes
+    # files
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    with open(os.path.join(args.out, f"keypoints_{split}_results.json"), "w") as f:
+        json.dump(results, f)
+    if args.pictures > 0:
+        labelled = np.isfinite(per_figure)
+        order = np.argsort(np.where(labelled, -per_figure, np.inf))[:args.pictures]
+        worst = maps_for(figures, index[order], args, names, model, predict)
+        write_pictures(args.out, figures, index, pred, per_figure, shown, worst, names)
+    plot_pck_per_joint(os.path.join(args.out, "pck_per_joint.png"), metrics["pck_per_joint"], names,
+                       metrics["baseline"]["pck_per_joint"], title=f"{metrics['source']} on {args.data}")
+    return metrics
+
+
+# ----------------------------------------------------------------------------- inference on images
+
+def parse_bbox(text):
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
+        raise argparse.ArgumentTypeError(f"--bbox must be x,y,w,h with w, h > 0, not {text!r}")
+    return values
+
+
+def parse_ids(text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--image-ids must be comma-separated integers, not {text!r}") from None
+
+
+def list_images(paths):
+    """Image files named by `paths` (files as given; folders: their image files, sorted, not recursive)."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            files += sorted(os.path.join(path, n) for n in os.listdir(path)
+                            if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, n)))
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise InputError(f"no such file or folder: {path}")
+    if not files:
+        raise InputError(f"no image files in {' '.join(paths)}")
+    return files
+
+
+def load_box_annotations(path):
+    """{file name: [annotation, ...]} from a COCO-format file (images + annotations with bbox, optional segmentation)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as err:
+        raise InputError(f"cannot read --annotations {path} ({err.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"--annotations {path} is not JSON ({err})") from None
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise InputError(f"--annotations {path} is not COCO format (needs images and annotations)")
+    names = {im["id"]: os.path.basename(im["file_name"]) for im in data["images"]}
+    boxes = {}
+    for ann in data["annotations"]:
+        if ann.get("category_id", PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID or "bbox" not in ann \
+                or ann.get("iscrowd", 0):
+            continue
+        if ann["image_id"] in names:
+            boxes.setdefault(names[ann["image_id"]], []).append(ann)
+    return boxes
+
+
+def annotation_mask(ann, height, width):
+    """Person mask of a COCO annotation (polygons or RLE), or None if it has no segmentation."""
+    from pycocotools import mask as mask_utils
+    seg = ann.get("segmentation")
+    if not seg:
+        return None
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg.get("counts"), list):
+        rle = mask_utils.frPyObjects(seg, height, width)
+    else:
+        rle = seg
+    return mask_utils.decode(rle)
+
+
+def read_image(path):
+    """RGB uint8 image, or None if the file cannot be decoded."""
+    data = np.fromfile(path, dtype=np.uint8) if os.path.getsize(path) else np.zeros(0, np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def crops_for(image, file_name, bbox, boxes):
+    """[(bbox, mask or None, source)] of the figures to find in one image."""
+    height, width = image.shape[:2]
+    if bbox is not None:
+        return [(bbox, None, "--bbox")]
+    if boxes is not None and boxes.get(file_name):
+        return [(ann["bbox"], annotation_mask(ann, height, width), "annotation") for ann in boxes[file_name]]
+    return [([0.0, 0.0, float(width), float(height)], None, "whole image")]
+
+
+def run_inference(args, model, predict):
+    """Predict the joints of the figure(s) in each image; writes predictions.json and overlays."""
+    from tqdm import tqdm
+    files = list_images(args.images)
+    boxes = load_box_annotations(args.annotations) if args.annotations else None
+    n_joints = int(model.outputs[0].shape[-1])
+    names = joint_names(n_joints)
+    size = int(model.inputs[0].shape[1])
+    perm = flip_permutation(list(names))
+    os.makedirs(args.out, exist_ok=True)
+    entries, unreadable, used = [], [], set()
+    for path in tqdm(files, desc="images", unit="img", disable=True if args.quiet else None):
+        image = read_image(path)
+        if image is None:
+            unreadable.append(path)
+            continue
+        crops = crops_for(image, os.path.basename(path), args.bbox, boxes)
+        canvases, affines = zip(*(render_figure(image, mask, bb, size) for bb, mask, _ in crops))
+        maps = model_maps(model, predict, np.stack(canvases), args.flip_test, perm, args.batch_size)
+        kp = decode(maps, size, size, args.refine)
+        xy = to_original(kp, np.stack(affines))
+        overlay = image.copy()
+        thick = max(1, int(round(max(image.shape[:2]) / 300)))
+        figures_out = []
+        for (bb, _, source), points, conf in zip(crops, xy, kp[..., 2]):
+            overlay = draw_skeleton(overlay, points, conf >= args.min_confidence, names, thick, 2 * thick + 1)
+            figures_out.append({"bbox": [round(float(v), 2) for v in bb], "crop": source,
+                                "score": round(float(conf.mean()), 4),
+                                "keypoints": {n: [round(float(p[0]), 2), round(float(p[1]), 2), round(float(c), 4)]
+                                              for n, p, c in zip(names, points, conf)}})
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, n = f"{stem}_pose.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}_{n}_pose.png"
+        used.add(name)
+        cv2.imwrite(os.path.join(args.out, name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        entries.append({"file": path, "width": image.shape[1], "height": image.shape[0],
+                        "overlay": name, "figures": figures_out})
+    summary = {"model": args.model, "joint_names": list(names), "coordinates": "original image pixels, x right, "
+               "y down, integers at pixel centres; each joint [x, y, confidence]",
+               "decoding": variant_name(args.refine, args.flip_test), "images": entries, "unreadable": unreadable}
+    if not entries:
+        raise InputError(f"none of the {len(files)} images could be read ({', '.join(unreadable[:3])}"
+                         f"{', ...' if len(unreadable) > 3 else ''})")
+    with open(os.path.join(args.out, "predictions.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    for path in unreadable:
+        print(f"skipped unreadable image: {path}", file=sys.stderr)
+    print(f"images: {len(entries)} predicted, {len(unreadable)} unreadable (skipped); "
+          f"wrote {os.path.join(args.out, 'predictions.json')} and {len(entries)} overlays")
+    return summary
+
+
+# ----------------------------------------------------------------------------- export
+
+def export_model(model, kind, out_dir):
+    """Write a deployable copy of the model's main output: model.tflite or saved_model/.
+
+    Input: float32 (1, S, S, 3) = model.preprocess_images(RGB uint8 canvas) in [-1, 1];
+    output: float32 (1, M, M, J) in tanh range [-1, 1] (maps = (out + 1) / 2). export.json
+    beside it records S, M, the joint names and the decoding settings.
+    """
+    import keras
+    import tensorflow as tf
+    os.makedirs(out_dir, exist_ok=True)
+    main = keras.Model(model.inputs[0], model.outputs[0], name="figure_pose_export")
+    size = int(model.inputs[0].shape[1])
+    m = int(model.outputs[0].shape[1])
+    n_joints = int(model.outputs[0].shape[-1])
+    signature = [tf.TensorSpec((None, size, size, 3), tf.float32, name="figure")]
+    if kind == "saved_model":
+        path = os.path.join(out_dir, "saved_model")
+        with contextlib.redirect_stdout(io.StringIO()):
+            main.export(path, format="tf_saved_model", verbose=False, input_signature=signature)
+    else:
+        import tempfile
+        path = os.path.join(out_dir, "model.tflite")
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            main.export(tmp, format="tf_saved_model", verbose=False,
+                        input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32, name="figure")])
+            converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+            flat = converter.convert()
+        with open(path, "wb") as f:
+            f.write(flat)
+    info = {"format": kind, "path": os.path.basename(path), "input_size": size, "map_size": m,
+            "joint_names": list(joint_names(n_joints)), "sigma_map_px": SIGMA / STRIDE,
+            "input": "float32 (1, S, S, 3) RGB canvas / 127.5 - 1 (model.preprocess_images)",
+            "output": "float32 (1, M, M, J) tanh; maps = clip((out + 1) / 2, 0, 1); "
+                      "decode with confidence_maps.decode_keypoints(maps, stride=S / M)"}
+    with open(os.path.join(out_dir, "export.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    return path
+
+
+def exported_predictor(path):
+    """A predict(model, canvases, batch_size) for an exported model (the model argument is ignored).
+
+    Same contract as model.predict_maps: uint8 canvases at the export's input size ->
+    maps (N, M, M, J) in [0, 1].
+    """
+    import tensorflow as tf
+    from model import preprocess_images
+    if path.endswith(".tflite"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated": still the one we have
+            interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count())
+        interpreter.allocate_tensors()
+        inp = interpreter.get_input_details()[0]
+        out = interpreter.get_output_details()[0]
+
+        def run(x):
+            interpreter.set_tensor(inp["index"], x[None])
+            interpreter.invoke()
+            return interpreter.get_tensor(out["index"])[0]
+    else:
+        loaded = tf.saved_model.load(path)
+
+        def run(x):
+            return np.asarray(loaded.serve(tf.constant(x[None])))[0]
+
+    def predict(_model, canvases, batch_size=1):
+        x = preprocess_images(np.asarray(canvases)).astype(np.float32)
+        raw = np.stack([run(xi) for xi in x])
+        return np.clip((raw + 1.0) * 0.5, 0.0, 1.0).astype(np.float32)
+    return predict
+
+
+# ----------------------------------------------------------------------------- command line
+
+def import_model_lib():
+    """model.py (imports TensorFlow), without TensorFlow's start-up chatter on stderr."""
+    import model as model_lib  # silences the backend's start-up chatter itself
+    return model_lib
+
+
+def load_model_checked(path):
+    """The Keras model and model.predict_maps; one-line InputError for anything not ours."""
+    if not os.path.exists(path):
+        raise InputError(f"model file not found: {path}")
+    if os.path.isdir(path):
+        raise InputError(f"{path} is a folder, not a figure-pose model (.keras file)")
+    model_lib = import_model_lib()
+    try:
+        return model_lib.load_trained_model(path), model_lib.predict_maps
+    except (ValueError, OSError) as err:
+        raise InputError(str(err)) from None
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Evaluate a figure-pose model (or, with --oracle, the stored ground-truth maps) on a "
+                    "coco.npy: PCK, errors in original pixels, COCO keypoint AP/AR (pycocotools), the "
+                    "mean-pose baseline and pictures; or predict joints on new images (--images); or "
+                    "export the model (--export).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    what = parser.add_argument_group("what to run")
+    what.add_argument("--model", help="trained model (.keras written by model.py)")
+    what.add_argument("--oracle", action="store_true",
+                      help="evaluate the ground-truth maps stored in --data instead of a model (no --model): "
+                           "checks geometry, rendering, decoding and the inverse transform")
+    what.add_argument("--data", help="figures to evaluate (coco.npy from coco_process.py, e.g. coco_val.npy)")
+    what.add_argument("--images", nargs="+", metavar="PATH",
+                      help="predict on these image files or folders (each shows one figure) instead of evaluating")
+    what.add_argument("--export", choices=("tflite", "saved_model"),
+                      help="write a deployable copy of --model into --out instead of evaluating")
+    what.add_argument("--out", required=True, help="output folder (created if missing)")
+    ev = parser.add_argument_group("evaluation")
+    ev.add_argument("--coco-root", help="COCO folder with annotations/person_keypoints_<split>.json, for AP/AR "
+                                        "against the original annotations (without it: AP/AR approximate, "
+                                        "from the figures with bbox area)")
+    ev.add_argument("--split", help="COCO split of --data (default: from the coco.npy sidecar, else val2017)")
+    ev.add_argument("--train-data", help="training coco.npy, for the mean-pose baseline (default: the "
+                                         "evaluated figures themselves, labelled so)")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N selected figures")
+    ev.add_argument("--image-ids", type=parse_ids, help="evaluate only figures of these COCO image ids (a,b,c)")
+    ev.add_argument("--compare-decoding", action="store_true",
+                    help="also score every --refine with and without --flip-test (metrics.json "
+                         "decoding_comparison)")
+    ev.add_argument("--pictures", type=int, default=8,
+                    help="figures in examples.png (the first ones) and in worst.png (largest error); 0: none")
+    dec = parser.add_argument_group("decoding (evaluation and --images)")
+    dec.add_argument("--refine", choices=REFINES, default="dark",
+                     help="sub-pixel refinement of the map peak: dark (Taylor step on the smoothed log map), "
+                          "quarter (1/4 px towards the higher neighbour) or none (integer argmax)")
+    dec.add_argument("--flip-test", action="store_true",
+                     help="average the maps of each figure and of its mirror image (un-flipped, left/right swapped)")
+    dec.add_argument("--batch-size", type=int, default=16, help="figures per model call")
+    inf = parser.add_argument_group("inference on images (--images)")
+    inf.add_argument("--bbox", type=parse_bbox, help="x,y,w,h of the figure in every image (original pixels); "
+                                                     "default: the whole image is the figure")
+    inf.add_argument("--annotations", help="COCO-format JSON with a person bbox (and optional segmentation "
+                                           "mask) per image file name; images without one use the whole image")
+    inf.add_argument("--min-confidence", type=float, default=0.2,
+                     help="joints below this confidence are not drawn on the overlays (all are written)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def check_args(parser, args):
+    if args.images and args.export:
+        parser.error("choose one of --images and --export")
+    if args.oracle and args.model:
+        parser.error("--oracle evaluates the stored maps: give no --model")
+    if (args.images or args.export) and not args.model:
+        parser.error("--images and --export need --model")
+    if not args.images and not args.export:
+        if not args.data:
+            parser.error("give --data to evaluate (or --images / --export)")
+        if not args.model and not args.oracle:
+            parser.error("give --model or --oracle")
+    if args.bbox and args.annotations:
+        parser.error("give --bbox or --annotations, not both")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    try:
+        if args.limit is not None and args.limit < 1:
+            raise InputError(f"empty selection: --limit {args.limit}")
+        if args.images:             # cheap checks first: fail before loading TensorFlow
+            list_images(args.images)
+        elif not args.export:
+            load_figures_checked(args.data)
+            if args.train_data:
+                load_figures_checked(args.train_data)
+        model, predict = load_model_checked(args.model) if args.model else (None, None)
+        if args.export:
+            path = export_model(model, args.export, args.out)
+            print(f"exported {args.model} -> {path}")
+        elif args.images:
+            run_inference(args, model, predict)
+        else:
+            metrics = run_evaluation(args, model, predict)
+            print_table(metrics)
+            print(f"wrote {args.out}/metrics.json, keypoints_{metrics['split']}_results.json and pictures")
+    except InputError as err:
+        sys.exit(f"evaluate.py: error: {err}")
+    except KeyboardInterrupt:
+        sys.exit("evaluate.py: interrupted")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""evaluate.py: the oracle proves geometry + maps + decoding + inverse transform agree with
+pycocotools; results round-trip to original pixels; bad input gives one line; inference on
+images; export equivalence."""
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_script
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+REAL_SAMPLE = SHARED / "data" / "coco-sample"
+EVALUATE = REPO / "evaluate.py"
+
+
+def real_sample_or_skip():
+    if not (REAL_SAMPLE / "annotations" / "person_keypoints_train2017.json").exists():
+        pytest.skip(f"real COCO slice not found at {REAL_SAMPLE} (needs ../shared beside the checkout)")
+    return REAL_SAMPLE
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """(coco root, coco.npy) of a small synthetic COCO sample."""
+    if not (REPO / "synthetic_coco.py").exists():
+        pytest.skip("synthetic_coco.py not present")
+    root = tmp_path_factory.mktemp("syn")
+    result = run_script(REPO / "synthetic_coco.py", "--out", root, "--images", 16, "--seed", 3)
+    assert result.returncode == 0, result.stderr
+    npy = root / "coco.npy"
+    result = run_script(REPO / "coco_process.py", "--coco-root", root, "--out", npy, "--examples", 0,
+                        "--quiet", "--workers", 2)
+    assert result.returncode == 0, result.stderr
+    return root, npy
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """(coco root, coco.npy) of the real COCO train2017 slice."""
+    root = real_sample_or_skip()
+    npy = tmp_path_factory.mktemp("real") / "coco.npy"
+    result = run_script(REPO / "coco_process.py", "--coco-root", root, "--out", npy, "--examples", 0,
+                        "--quiet", "--workers", 2)
+    assert result.returncode == 0, result.stderr
+    return root, npy
+
+
+def run_oracle(root, npy, out, *extra):
+    result = run_script(EVALUATE, "--oracle", "--data", npy, "--coco-root", root, "--split", "train2017",
+                        "--out", out, "--quiet", *extra)
+    assert result.returncode == 0, result.stderr
+    return json.loads((out / "metrics.json").read_text()), result
+
+
+def check_results_round_trip(root, npy, out):
+    """The results JSON holds each person's kept joints at its COCO keypoints, in original pixels."""
+    from figures import coco_indices, joint_names, open_figures
+    figures = open_figures(str(npy))
+    results = json.loads((out / "keypoints_train2017_results.json").read_text())
+    assert len(results) == len(figures)
+    annotations = json.loads((root / "annotations" / "person_keypoints_train2017.json").read_text())
+    by_id = {a["id"]: a for a in annotations["annotations"]}
+    cols = coco_indices(joint_names(13))
+    dropped = np.setdiff1d(np.arange(17), cols)
+    worst = 0.0
+    for r, record in zip(results, figures):
+        assert r["category_id"] == 1 and r["image_id"] == int(record["image_id"])
+        assert 0.0 <= r["score"] <= 1.0
+        pred = np.asarray(r["keypoints"]).reshape(17, 3)
+        assert np.all(pred[dropped] == 0)                      # eyes and ears: not predicted
+        gt = np.asarray(by_id[r["annotation_id"]]["keypoints"], dtype=float).reshape(17, 3)[cols]
+        labelled = gt[:, 2] > 0
+        side = max(record["bbox"][2:])
+        worst = max(worst, (np.linalg.norm(pred[cols][labelled, :2] - gt[labelled, :2], axis=1) / side).max())
+    assert worst < 0.02        # sub-pixel, except joints labelled outside the canvas (clamped to its edge)
+
+
+def test_oracle_on_synthetic_sample(synthetic, tmp_path):
+    root, npy = synthetic
+    metrics, result = run_oracle(root, npy, tmp_path, "--compare-decoding")
+    assert metrics["ap"] >= 0.99 and metrics["pck@0.05"] >= 0.99
+    assert metrics["ap50"] >= 0.99 and metrics["ar"] >= 0.99
+    assert metrics["figures"] == metrics["persons"] > 0
+    assert "pck@0.05" in result.stdout and "ap" in result.stdout        # the printed table
+    compare = metrics["decoding_comparison"]
+    assert set(compare) == {"dark", "quarter", "none", "dark+flip", "quarter+flip", "none+flip"}
+    assert compare["dark"]["mean_error_px"] < compare["quarter"]["mean_error_px"] < compare["none"]["mean_error_px"]
+    assert compare["dark+flip"]["ap"] >= 0.99            # rendering of the mirror agrees with flip_maps
+    assert metrics["baseline"]["pck@0.2"] < metrics["pck@0.2"]
+    check_results_round_trip(root, npy, tmp_path)
+    for name in ("examples.png", "worst.png", "pck_per_joint.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_oracle_on_real_slice(real, tmp_path):
+    root, npy = real
+    metrics, _ = run_oracle(root, npy, tmp_path, "--train-data", npy, "--pictures", 2)
+    assert metrics["ap"] >= 0.99 and metrics["pck@0.05"] >= 0.99
+    assert metrics["figures"] == 57 and metrics["mean_error_px"] < 0.5
+    assert metrics["baseline"]["label"] == "mean pose (training figures)"
+    check_results_round_trip(root, npy, tmp_path)
+
+
+def test_without_coco_root_says_so(synthetic, tmp_path):
+    _, npy = synthetic
+    result = run_script(EVALUATE, "--oracle", "--data", npy, "--out", tmp_path, "--quiet", "--pictures", 0,
+                        "--limit", 10)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["figures"] == 10 and metrics["pck@0.05"] >= 0.99
+    assert "no --coco-root" in " ".join(metrics["notes"]) and "no --coco-root" in result.stdout
+    assert "evaluated figures themselves" in metrics["baseline"]["label"]
+
+
+def one_line_error(result):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error:"), result.stderr
+    return lines[0]
+
+
+def test_bad_inputs_give_one_line(synthetic, tmp_path):
+    _, npy = synthetic
+    out = tmp_path / "out"
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model\n")
+    foreign = tmp_path / "foreign.keras"                      # a zip, but not a Keras model of ours
+    with zipfile.ZipFile(foreign, "w") as z:
+        z.writestr("config.json", json.dumps({"class_name": "Nothing"}))
+    no_affine = tmp_path / "other.npy"
+    np.save(no_affine, np.zeros(3, dtype=[("image_id", "<i8"), ("keypoints", "<f4", (13, 3))]))
+    assert "not a figure-pose model" in one_line_error(
+        run_script(EVALUATE, "--model", text, "--data", npy, "--out", out))
+    assert "not a figure-pose model" in one_line_error(
+        run_script(EVALUATE, "--model", foreign, "--data", npy, "--out", out))
+    assert "not a figure file" in one_line_error(run_script(EVALUATE, "--oracle", "--data", no_affine, "--out", out))
+    assert "not found" in one_line_error(run_script(EVALUATE, "--oracle", "--data", tmp_path / "x.npy", "--out", out))
+    assert "empty selection" in one_line_error(
+        run_script(EVALUATE, "--oracle", "--data", npy, "--image-ids", "999999", "--out", out))
+    assert "no such file" in one_line_error(
+        run_script(EVALUATE, "--model", foreign, "--images", tmp_path / "missing.jpg", "--out", out))
+
+
+def test_help_explains_every_flag():
+    result = run_script(EVALUATE, "--help")
+    assert result.returncode == 0
+    for flag in ("--model", "--oracle", "--data", "--images", "--export", "--out", "--coco-root", "--split",
+                 "--train-data", "--limit", "--image-ids", "--compare-decoding", "--pictures", "--refine",
+                 "--flip-test", "--batch-size", "--bbox", "--annotations", "--min-confidence", "--quiet"):
+        assert flag in result.stdout
+
+
+# ----------------------------------------------------------------------------- with a (tiny, untrained) model
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained small model saved like model.py saves one (plumbing only)."""
+    if not (REPO / "model.py").exists():
+        pytest.skip("model.py not present")
+    from evaluate import import_model_lib
+    model_lib = import_model_lib()
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model_lib.build_model(size=96, width=0.25).save(path)
+    return path
+
+
+def test_model_evaluation_and_unreadable_image_folder(tiny_model, synthetic, tmp_path):
+    root, npy = synthetic
+    result = run_script(EVALUATE, "--model", tiny_model, "--data", npy, "--coco-root", root, "--out",
+                        tmp_path / "eval", "--limit", 6, "--pictures", 2, "--flip-test", "--quiet")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["figures"] == 6 and metrics["decoding"] == "dark+flip" and 0 <= metrics["ap"] <= 1
+    assert (tmp_path / "eval" / "worst.png").exists()
+    # a folder of two images and one unreadable file
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images = sorted((root / "images" / "train2017").glob("*.jpg"))[:2]
+    for image in images:
+        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"garbage")
+    out = tmp_path / "inference"
+    result = run_script(EVALUATE, "--model", tiny_model, "--images", folder, "--out", out, "--bbox", "20,10,100,200")
+    assert result.returncode == 0, result.stderr
+    assert "1 unreadable" in result.stdout and "broken.jpg" in result.stderr
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert len(predictions["images"]) == 2 and len(predictions["unreadable"]) == 1
+    for entry in predictions["images"]:
+        assert (out / entry["overlay"]).exists()
+        (figure,) = entry["figures"]
+        assert set(figure["keypoints"]) == set(predictions["joint_names"])
+        xy = np.array([v[:2] for v in figure["keypoints"].values()])
+        # the canvas covers the bbox centre +- 0.7 x its side (frame of side / 5): keypoints lie in it
+        centre, half = np.array([70.0, 110.0]), 0.7 * 200 + 2
+        assert np.all(np.abs(xy - centre) <= half)
+    assert "could be read" in one_line_error(
+        run_script(EVALUATE, "--model", tiny_model, "--images", folder / "broken.jpg", "--out", out, "--quiet"))
+
+
+@pytest.mark.parametrize("kind", ["tflite", "saved_model"])
+def test_export_gives_the_same_keypoints(kind, tiny_model, synthetic, tmp_path):
+    import cv2
+
+    from evaluate import decode, export_model, exported_predictor, import_model_lib, load_model_checked
+    from figures import canvas_image, open_figures
+    model_lib = import_model_lib()
+    model, predict = load_model_checked(str(tiny_model))
+    path = export_model(model, kind, str(tmp_path))
+    assert json.loads((tmp_path / "export.json").read_text())["input_size"] == 96
+    figures = open_figures(str(synthetic[1]))
+    canvases = np.stack([cv2.resize(canvas_image(r), (96, 96), interpolation=cv2.INTER_AREA) for r in figures[:6]])
+    reference = decode(model_lib.predict_maps(model, canvases), 96, 96, "dark")
+    exported = decode(exported_predictor(path)(None, canvases), 96, 96, "dark")
+    assert np.abs(exported[..., :2] - reference[..., :2]).max() < 0.5
+    np.testing.assert_allclose(exported[..., 2], reference[..., 2], atol=1e-3)
