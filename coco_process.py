@@ -22,8 +22,8 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from confidence_maps import STRIDE, quantise_maps, render_confidence_maps
-from figures import (apply_affine, canvas_image, coco_indices, crop_to_record, figure_dtype,
-                     joint_names, open_figures, render_figure, skeleton_indices)
+from figures import (apply_affine, canvas_image, coco_indices, crop_to_record, draw_skeleton,
+                     figure_dtype, joint_names, open_figures, render_figure)
 
 HEADER_BYTES = 4096  # reserved .npy header, rewritten in place with the final count
 
@@ -92,6 +92,16 @@ def plan_work(data, settings):
             by_image.setdefault(ann["image_id"], []).append(ann)
     tasks = [(images[i], by_image[i]) for i in sorted(by_image)]
     return tasks, counts
+
+
+def first_tasks_for(tasks, limit):
+    """The leading tasks that hold the first `limit` figures (one per annotation)."""
+    total = 0
+    for n, (_, anns) in enumerate(tasks):
+        total += len(anns)
+        if total >= limit:
+            return tasks[:n + 1]
+    return tasks
 
 
 # ----------------------------------------------------------------------------- figures
@@ -203,20 +213,6 @@ class FigureWriter:
 
 # ----------------------------------------------------------------------------- examples
 
-def draw_keypoints(canvas, keypoints, names):
-    """Copy of a canvas with the skeleton and joints (canvas pixels) drawn on it."""
-    out = canvas.copy()
-    labelled = keypoints[:, 2] > 0
-    for i, j in skeleton_indices(names):
-        if labelled[i] and labelled[j]:
-            p, q = (tuple(int(round(v)) for v in keypoints[k, :2]) for k in (i, j))
-            cv2.line(out, p, q, (0, 160, 255), 2, cv2.LINE_AA)
-    for k in np.flatnonzero(labelled):
-        colour = (255, 0, 0) if names[k].startswith("left_") else (0, 0, 255) if names[k].startswith("right_") else (0, 200, 0)
-        cv2.circle(out, tuple(int(round(v)) for v in keypoints[k, :2]), 4, colour, -1, cv2.LINE_AA)
-    return out
-
-
 def write_examples(figures, names, out_dir, count):
     """Save `count` figures spread over the file as <image>_<n>.png (keypoints drawn) and <image>_<n>_c.png (map sum)."""
     os.makedirs(out_dir, exist_ok=True)
@@ -225,7 +221,8 @@ def write_examples(figures, names, out_dir, count):
         record = figures[n]
         canvas = canvas_image(record)
         stem = os.path.join(out_dir, f"{int(record['image_id'])}_{n}")
-        cv2.imwrite(stem + ".png", cv2.cvtColor(draw_keypoints(canvas, record["keypoints"], names), cv2.COLOR_RGB2BGR))
+        drawn = draw_skeleton(canvas, record["keypoints"][:, :2], record["keypoints"][:, 2] > 0, names)
+        cv2.imwrite(stem + ".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         total = np.clip(record["confidence_maps"].astype(np.float32).sum(-1), 0, 255).astype(np.uint8)
         total = cv2.resize(total, canvas.shape[:2][::-1], interpolation=cv2.INTER_LINEAR)
         cv2.imwrite(stem + "_c.png", total)
@@ -261,6 +258,8 @@ def process(args):
                 "size": args.size, "map_stride": args.map_stride, "image_dir": image_dir,
                 "dtype": figure_dtype(len(names), args.size, args.map_stride)}
     tasks, counts = plan_work(data, settings)
+    if args.limit:
+        tasks = first_tasks_for(tasks, args.limit)
     key = {k: v for k, v in settings.items() if k not in ("dtype", "image_dir")}
     key.update(joint_names=list(names), annotations=ann_path, limit=args.limit)
     writer = FigureWriter(args.out, settings["dtype"], key, args.resume)
@@ -287,9 +286,8 @@ def process(args):
             if time.time() - last_checkpoint >= args.checkpoint_seconds:
                 writer.checkpoint(done, run_counts, unreadable)
                 last_checkpoint = time.time()
-            if args.limit and writer.state["records"] >= args.limit:
-                break
-        pool.terminate()
+        pool.close()  # all results are in: let workers exit (terminate can hang on one still starting)
+        pool.join()
     counts += run_counts
     seconds = time.time() - started
     summary = {"joint_names": list(names), "settings": key, "figures": writer.state["records"],
