@@ -30,11 +30,12 @@ import time
 import cv2
 import numpy as np
 
+from coco_process import InputError, load_coco_annotations
 from confidence_maps import (SIGMA, STRIDE, decode_keypoints, dequantise_maps, flip_maps,
                              quantise_maps, render_confidence_maps)
-from figures import (COCO_KEYPOINTS, COCO_OKS_SIGMAS, apply_affine, canvas_image, coco_indices,
+from figures import (COCO_OKS_SIGMAS, apply_affine, canvas_image, coco_indices,
                      figure_joint_names, flip_permutation, invert_affine, joint_names, open_figures,
-                     read_sidecar, render_figure, skeleton_indices)
+                     draw_skeleton, heat_image, read_sidecar, render_figure, summed_maps)
 from metrics import figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
 
 THRESHOLDS = (0.05, 0.1, 0.2)
@@ -42,10 +43,6 @@ REFINES = ("dark", "quarter", "none")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm", ".pgm", ".ppm")
 PERSON_CATEGORY_ID = 1
 CHUNK = 64  # figures decoded per step (bounded memory on any dataset size)
-
-
-class InputError(Exception):
-    """Bad input from the user: reported as one line on stderr, no traceback."""
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -291,28 +288,9 @@ def baseline_predictions(pose, n):
 
 # ----------------------------------------------------------------------------- pictures
 
-def joint_colour(name):
-    """RGB colour of a joint: left blue, right red, centre green."""
-    return (30, 90, 255) if name.startswith("left_") else (230, 40, 40) if name.startswith("right_") else (0, 170, 0)
-
-
-def draw_skeleton(image, xy, present, names, thickness=2, radius=4, limb=(255, 160, 0)):
-    """Copy of an RGB image with limbs and joints at xy (J, 2) where `present` (J,) is true."""
-    out = np.ascontiguousarray(image).copy()
-    pts = [tuple(int(round(v)) for v in p) for p in np.asarray(xy, dtype=np.float64)]
-    for i, j in skeleton_indices(list(names)):
-        if present[i] and present[j]:
-            cv2.line(out, pts[i], pts[j], limb, thickness, cv2.LINE_AA)
-    for k in np.flatnonzero(present):
-        cv2.circle(out, pts[k], radius, joint_colour(names[k]), -1, cv2.LINE_AA)
-    return out
-
-
 def heat_tile(maps01, size):
     """Sum of maps (M, M, J) in [0, 1] as an RGB colour-mapped size x size tile."""
-    total = np.clip(np.asarray(maps01, dtype=np.float32).sum(-1), 0.0, 1.0)
-    grey = cv2.resize((total * 255).astype(np.uint8), (size, size), interpolation=cv2.INTER_LINEAR)
-    return cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return heat_image(summed_maps(maps01), size)
 
 
 def figure_row(canvas, gt_kp, target01, pred01, pred_kp, names, tile=192, min_confidence=0.2):
@@ -380,17 +358,12 @@ def load_figures_checked(path):
 
 
 def load_annotations(coco_root, split):
+    """The split's COCO keypoint JSON (validated by coco_process.load_coco_annotations)."""
     path = os.path.join(coco_root, "annotations", f"person_keypoints_{split}.json")
-    if not os.path.isfile(path):
-        raise InputError(f"annotation file not found: {path} (check --coco-root and --split)")
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is not JSON ({err})") from None
-    if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
-        raise InputError(f"{path} is not a COCO annotation file")
-    return data
+        return load_coco_annotations(path)
+    except InputError as err:
+        raise InputError(f"{err} (check --coco-root and --split)") from None
 
 
 def infer_split(data_path, default="val2017"):

@@ -50,7 +50,7 @@ from keras import layers, ops
 
 from confidence_maps import SIGMA, decode_keypoints
 from figure_dataset import NO_AUGMENT, Augment, FigureDataset, preprocess, split_by_image
-from figures import open_figures
+from figures import heat_image, open_figures, summed_maps
 from metrics import figure_norm_size, mean_pose, pck
 
 PACKAGE = "figure_pose"
@@ -304,7 +304,7 @@ def make_loss(name: str):
     return {"mse": JointMSE(), "fg_mse": JointMSE(foreground_weight=9.0)}[name]
 
 
-def compile_model(model, lr: float, loss: str = "mse", decay_steps: int = 0):
+def compile_model(model, lr: float, loss: str = "fg_mse", decay_steps: int = 0):
     """Adam(lr, cosine decay over decay_steps if > 0) and 10 * main + 5 * each side output."""
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=0.05) if decay_steps else lr
     n_side = len(model.outputs) - 1
@@ -365,19 +365,6 @@ def grid(tiles, cols):
     return np.vstack([np.hstack(r) for r in rows])
 
 
-def heat(maps01, size):
-    """(M, M) map in [0, 1] -> (size, size, 3) uint8 RGB colour-mapped picture."""
-    img = (np.clip(maps01, 0, 1) * 255).astype(np.uint8)
-    img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
-    return cv2.cvtColor(cv2.applyColorMap(img, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-
-
-def summed(maps01):
-    """Joint maps (M, M, J) summed and scaled to peak 1 (M, M), for pictures."""
-    total = maps01.sum(-1)
-    return total / max(float(total.max()), 1e-6)
-
-
 def write_eval_pngs(out_dir, epoch, images, gt01, pred01):
     """The original's per-epoch pictures of a fixed batch: images (B, S, S, 3) uint8, maps (B, M, M, J)."""
     os.makedirs(out_dir, exist_ok=True)
@@ -385,11 +372,11 @@ def write_eval_pngs(out_dir, epoch, images, gt01, pred01):
     save = lambda name, rgb: cv2.imwrite(os.path.join(out_dir, f"{epoch:04d}_{name}.png"),  # noqa: E731
                                          cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     save("img_GT", grid(list(images), cols))
-    save("heatmap_GT", grid([heat(summed(m), size) for m in gt01], cols))
-    per_joint = [[heat(summed(m), size)] + [heat(m[..., j], size) for j in range(m.shape[-1])]
+    save("heatmap_GT", grid([heat_image(summed_maps(m), size) for m in gt01], cols))
+    per_joint = [[heat_image(summed_maps(m), size)] + [heat_image(m[..., j], size) for j in range(m.shape[-1])]
                  for m in pred01]
     save("heatmap", np.vstack([np.hstack(row) for row in per_joint]))
-    save("overlap", grid([cv2.addWeighted(img, 0.5, heat(summed(m), size), 0.5, 0)
+    save("overlap", grid([cv2.addWeighted(img, 0.5, heat_image(summed_maps(m), size), 0.5, 0)
                           for img, m in zip(images, pred01)], cols))
 
 
@@ -495,7 +482,7 @@ class Config:
     depth: int = 1
     backbone_features: str | None = None
     init_weights: str | None = None
-    loss: str = "mse"
+    loss: str = "fg_mse"
     augment: Augment = Augment()
     seed: int = 0
     resume: bool = False
@@ -646,8 +633,10 @@ def parse_args(argv=None):
                    help="concat frozen ImageNet features at the bottleneck (resnet50; weights must be in ~/.keras/models)")
     p.add_argument("--init-weights", default=None,
                    help="start from the weights of a .keras file of the same architecture (fine-tuning)")
-    p.add_argument("--loss", choices=("mse", "fg_mse"), default="mse",
-                   help="mse: the original per-joint MSE; fg_mse: the same with foreground pixels weighted x10")
+    p.add_argument("--loss", choices=("mse", "fg_mse"), default="fg_mse",
+                   help="fg_mse: the original's per-joint MSE with foreground pixels weighted x10 (default); "
+                        "mse: the original's plain loss, which collapses to all-background maps on short "
+                        "schedules (val PCK@0.1 0.01 vs 0.93 after the 8-epoch sample run)")
     p.add_argument("--flip", type=float, default=0.5, help="horizontal flip probability (with left/right swap)")
     p.add_argument("--rotation", type=float, default=30.0, help="max rotation, degrees")
     p.add_argument("--scale-min", type=float, default=0.75, help="min zoom factor")
