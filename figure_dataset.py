@@ -9,6 +9,7 @@ A horizontal flip also swaps left and right joints (`figures.flip_permutation`).
 Randomness is a pure function of (seed, pass over the data, figure index), so a batch
 is the same whichever worker makes it and a resumed run sees what an unbroken one saw.
 """
+import copy
 import math
 from dataclasses import dataclass
 
@@ -141,6 +142,13 @@ class FigureDataset(keras.utils.PyDataset):
 
     def __len__(self):
         return self.steps
+
+    def whole_batches(self):
+        """A view serving only full batches: data parallelism splits each batch across
+        devices, so a last batch smaller than the device count cannot be placed."""
+        view = copy.copy(self)
+        view.steps = max(1, len(self.indices) // self.batch_size) if not self.shuffle else self.steps
+        return view
 
     def positions(self, index):
         """(pass, figure index) pairs of the figures in batch `index` of this epoch."""

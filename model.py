@@ -600,7 +600,8 @@ def train(cfg: Config, extra_callbacks=()):
           f"{len(train_ds.indices)} training / {len(val_ds.indices)} validation figures; "
           f"mean-pose baseline val PCK@0.2 {baseline:.3f}", flush=True)
     callbacks = make_callbacks(cfg, train_ds, val_ds, baseline)
-    return model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=cfg.verbose,
+    fit_val = val_ds if cfg.distribute == "none" else val_ds.whole_batches()  # PCK still sees all
+    return model.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, verbose=cfg.verbose,
                      callbacks=list(extra_callbacks) + callbacks)
 
 

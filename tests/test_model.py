@@ -1,5 +1,8 @@
 """model.py: shapes, the masked loss, learning, save/load, CLI errors, resume, mirrored training."""
 import csv
+import importlib.util
+import os
+import subprocess
 import sys
 
 import keras
@@ -141,6 +144,24 @@ def test_mirrored_two_devices_matches_one(tiny_data, tmp_path):
     loss_one = [float(r["loss"]) for r in read_log(tmp_path / "one")]
     loss_two = [float(r["loss"]) for r in read_log(tmp_path / "two")]
     np.testing.assert_allclose(loss_two, loss_one, rtol=0.05)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                    reason="JAX is not installed (optional: pip install jax to test the JAX backend)")
+def test_jax_data_parallel_matches_one_device(tiny_data, tmp_path):
+    """The same model code on the JAX backend; keras.distribution.DataParallel on 2 host devices."""
+    common = ["--data", tiny_data, "--epochs", 2, "--steps-per-epoch", 3, "--batch-size", 4,
+              "--width", 0.25, "--seed", 3, "--no-augment", "--quiet"]
+    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    runs = {}
+    for name, extra in (("one", []), ("two", ["--distribute", "mirrored"])):
+        result = subprocess.run([sys.executable, str(REPO / "model.py"), *map(str, common),
+                                 "--out", str(tmp_path / name), *extra],
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        runs[name] = [float(r["loss"]) for r in read_log(tmp_path / name)]
+    np.testing.assert_allclose(runs["two"], runs["one"], rtol=0.05)
+    assert runs["one"][1] < runs["one"][0]
 
 
 if __name__ == "__main__":
