@@ -222,7 +222,8 @@ def backbone_weights(name: str):
     if name not in BACKBONES:
         raise ValueError(f"unknown --backbone-features {name!r}; choose one of {sorted(BACKBONES)}")
     build, layer, filename = BACKBONES[name]
-    weights = os.path.join(os.path.expanduser("~"), ".keras", "models", filename)
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    weights = os.path.join(keras_home, "models", filename)
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{name} ImageNet weights not found at {weights} (copy them there; "
                                 "they are never downloaded)")
@@ -232,7 +233,7 @@ def backbone_weights(name: str):
 def backbone_features(inputs, name: str, grid: int):
     """Frozen ImageNet features of `inputs` (B, S, S, 3) at stride 8, resized to grid x grid, 1x1 conv to 256.
 
-    Weights only from ~/.keras/models (never downloaded): a clear error if missing.
+    Weights only from $KERAS_HOME/models, default ~/.keras/models (never downloaded): a clear error if missing.
     """
     build, layer, weights = backbone_weights(name)
     net = build(include_top=False, weights=weights, input_shape=tuple(inputs.shape[1:]))
@@ -579,12 +580,27 @@ def init_from(model, path):
     model.set_weights(source.get_weights())
 
 
+def dtype_policy(mixed_precision: bool) -> str:
+    """Keras dtype policy: float32, or float16 compute on a GPU / bfloat16 on CPUs and TPUs.
+
+    Set on every train() call (not only when mixed) so that one run's policy never leaks
+    into the next model built in the same process. Variables and the loss stay float32.
+    """
+    if not mixed_precision:
+        return "float32"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    if keras.backend.backend() == "jax":
+        import jax
+        return "mixed_float16" if jax.default_backend() == "gpu" else "mixed_bfloat16"
+    return "mixed_bfloat16"
+
+
 def train(cfg: Config, extra_callbacks=()):
     """Train as configured; returns the keras History. Writes everything under cfg.out."""
     keras.utils.set_random_seed(cfg.seed)
-    if cfg.mixed_precision:
-        gpu = keras.backend.backend() == "tensorflow" and __import__("tensorflow").config.list_physical_devices("GPU")
-        keras.mixed_precision.set_dtype_policy("mixed_float16" if gpu else "mixed_bfloat16")
+    keras.mixed_precision.set_dtype_policy(dtype_policy(cfg.mixed_precision))
     train_ds, val_ds = make_datasets(cfg)
     prepare_out_dir(cfg)
     with make_strategy(cfg.distribute):
@@ -631,7 +647,8 @@ def parse_args(argv=None):
     p.add_argument("--width", type=float, default=1.0, help="channel multiplier")
     p.add_argument("--depth", type=int, default=1, help="residual blocks per stage (scales depth)")
     p.add_argument("--backbone-features", default=None,
-                   help="concat frozen ImageNet features at the bottleneck (resnet50; weights must be in ~/.keras/models)")
+                   help="concat frozen ImageNet features at the bottleneck (resnet50; weights must be "
+                        "in $KERAS_HOME/models, default ~/.keras/models)")
     p.add_argument("--init-weights", default=None,
                    help="start from the weights of a .keras file of the same architecture (fine-tuning)")
     p.add_argument("--loss", choices=("mse", "fg_mse"), default="fg_mse",

@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO, run_script
 from test_figure_dataset import write_figures
 
+from figure_dataset import NO_AUGMENT
+
 import model as M
 
 SMALL = dict(n_joints=13, size=64, width=0.25)
@@ -102,6 +104,42 @@ def test_cli_missing_or_foreign_data_is_one_line(tmp_path):
         assert result.returncode != 0
         assert len(lines) == 1 and lines[0].startswith("model.py: error:"), result.stderr
         assert str(path) in lines[0]
+
+
+def test_mixed_precision_trains_and_does_not_leak(tiny_data, tmp_path):
+    """bfloat16 compute on the CPU (float16 on a GPU); float32 maps, falling loss, policy reset after."""
+    history = M.train(small_config(tiny_data, tmp_path / "mp", mixed_precision=True, lr=2e-3,
+                                   epochs=4, augment=NO_AUGMENT))
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
+    model = M.load_trained_model(str(tmp_path / "mp" / "last.keras"))
+    assert model.get_layer("maps").compute_dtype == "float32"
+    assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)
+    M.train(small_config(tiny_data, tmp_path / "fp32", epochs=1))
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+
+
+def test_backbone_features_load_local_weights_and_stay_frozen(tmp_path, monkeypatch):
+    """--backbone-features resnet50 reads weights from KERAS_HOME/models only (here: random ones)."""
+    from keras.src.legacy.saving import legacy_h5_format  # the .h5 format keras.applications reads
+    import h5py
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        M.build_model("simple", n_joints=13, size=64, width=0.25, backbone_features="resnet50")
+    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
+    (tmp_path / "models").mkdir()
+    with h5py.File(tmp_path / "models" / M.BACKBONES["resnet50"][2], "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    model = M.compile_model(M.build_model("simple", n_joints=13, size=64, width=0.25,
+                                          backbone_features="resnet50"), lr=1e-3)
+    trunk = model.get_layer("resnet50_features")
+    kernel = trunk.get_layer("conv1_conv").kernel
+    np.testing.assert_array_equal(np.asarray(kernel), np.asarray(source.get_layer("conv1_conv").kernel))
+    before = np.asarray(kernel).copy()
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    y = np.concatenate([np.full((2, 16, 16, 13), -1.0), np.ones((2, 16, 16, 13))], -1).astype("float32")
+    model.train_on_batch(x, (y, y, y))
+    np.testing.assert_array_equal(np.asarray(kernel), before)
 
 
 class KillAfter(keras.callbacks.Callback):
