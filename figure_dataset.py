@@ -117,11 +117,14 @@ class FigureDataset(keras.utils.PyDataset):
     followed by J channels of the labelled mask (1 where the joint has visibility > 0).
     M = S / stride. One epoch is `steps` batches (default: one pass); batches run on
     through successive shuffled passes, so --steps-per-epoch never repeats a figure early.
+
+    shard = (process, processes): in multi-process training every process serves its own
+    contiguous part (B / processes figures) of the same global batch of B figures.
     """
 
     def __init__(self, path, indices=None, batch_size=8, size=None, stride=4, sigma=SIGMA,
                  augment=NO_AUGMENT, seed=0, shuffle=True, steps=None, n_outputs=3,
-                 drop_remainder=None, **kwargs):
+                 drop_remainder=None, shard=(0, 1), **kwargs):
         super().__init__(**kwargs)
         self.path = path
         self.figures = open_figures(path)  # a read-only memmap: nothing is read here
@@ -139,19 +142,31 @@ class FigureDataset(keras.utils.PyDataset):
         self.flip_perm = flip_permutation(list(figure_joint_names(self.figures)))
         self.n_joints = len(self.flip_perm)
         self.epoch = 0  # set by the SetEpoch callback at the start of every epoch
+        self.shard = shard
+        if batch_size % shard[1]:
+            raise ValueError(f"batch size {batch_size} is not divisible by {shard[1]} processes")
 
     def __len__(self):
         return self.steps
 
-    def whole_batches(self):
-        """A view serving only full batches: data parallelism splits each batch across
-        devices, so a last batch smaller than the device count cannot be placed."""
+    def whole_batches(self, shard=(0, 1)):
+        """A view serving only full batches (of this process's `shard`): data parallelism
+        splits each batch across devices, so a last batch smaller than the device count
+        cannot be placed."""
         view = copy.copy(self)
         view.steps = max(1, len(self.indices) // self.batch_size) if not self.shuffle else self.steps
+        view.shard = shard
         return view
 
     def positions(self, index):
-        """(pass, figure index) pairs of the figures in batch `index` of this epoch."""
+        """(pass, figure index) pairs of this process's figures in batch `index` of this epoch."""
+        batch = self.global_positions(index)
+        process, processes = self.shard
+        part = len(batch) // processes
+        return batch[process * part:(process + 1) * part] if processes > 1 else batch
+
+    def global_positions(self, index):
+        """(pass, figure index) pairs of all figures in global batch `index` of this epoch."""
         n = len(self.indices)
         if not self.shuffle:  # evaluation: one fixed pass in file order
             start = index * self.batch_size

@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 
 @contextlib.contextmanager
@@ -435,6 +435,30 @@ def evaluate_pck(model, dataset, stride, thresholds=(0.1, 0.2)):
     return {t: pck(keypoints, gt, norm, t) for t in thresholds}
 
 
+def local_replica(model, replica=None):
+    """`model`'s current weights in a copy on this process's devices only (`replica`: reused).
+
+    In multi-process JAX training the variables span other processes' devices, so no process
+    can fetch the model's outputs; validation runs on this local copy instead.
+    """
+    if replica is None:
+        import jax
+        local = keras.distribution.DataParallel(devices=jax.local_devices())
+        local.auto_shard_dataset = False
+        with local.scope():
+            replica = keras.models.clone_model(model)
+    replica.set_weights(model.get_weights())
+    return replica
+
+
+def multi_process():
+    """True when this is one of several JAX processes training one model."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+    return jax.process_count() > 1
+
+
 class Evaluate(keras.callbacks.Callback):
     """Every epoch: val PCK@0.1/0.2 into logs (so CSV and checkpoints see them), eval PNGs, curves."""
 
@@ -442,14 +466,18 @@ class Evaluate(keras.callbacks.Callback):
         super().__init__()
         self.dataset, self.out_dir, self.stride, self.baseline = dataset, out_dir, stride, baseline
         self.batch = dataset.load_batch(0)  # the fixed picture batch: (images, maps, keypoints)
+        self.replica = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        scores = evaluate_pck(self.model, self.dataset, self.stride)
+        model = self.model
+        if multi_process():
+            model = self.replica = local_replica(self.model, self.replica)
+        scores = evaluate_pck(model, self.dataset, self.stride)
         logs["val_pck@0.1"], logs["val_pck@0.2"] = scores[0.1], scores[0.2]
         logs["baseline_pck@0.2"] = self.baseline
         images, gt01, _ = self.batch
-        pred = np.asarray(self.model(preprocess(images), training=False)[0], dtype=np.float32)
+        pred = np.asarray(model(preprocess(images), training=False)[0], dtype=np.float32)
         write_eval_pngs(os.path.join(self.out_dir, "eval"), epoch, images, gt01, (pred + 1) * 0.5)
 
 
@@ -493,8 +521,11 @@ class Config:
     verbose: int = 1
 
 
-def make_datasets(cfg: Config):
-    """(train, val) FigureDatasets: --val-data, or an 80/20 split of --data by image id."""
+def make_datasets(cfg: Config, shard=(0, 1)):
+    """(train, val) FigureDatasets: --val-data, or an 80/20 split of --data by image id.
+
+    shard (process, processes): the training set serves this process's part of every batch.
+    """
     figures = open_figures(cfg.data)
     train_idx, val_path, val_idx = None, cfg.val_data or cfg.data, None
     if cfg.val_data:
@@ -509,7 +540,7 @@ def make_datasets(cfg: Config):
     common = dict(size=size, stride=stride, sigma=SIGMA, n_outputs=n_out,
                   workers=cfg.workers, use_multiprocessing=False)
     train = FigureDataset(cfg.data, train_idx, cfg.batch_size, augment=cfg.augment, seed=cfg.seed,
-                          steps=cfg.steps_per_epoch or None, **common)
+                          steps=cfg.steps_per_epoch or None, shard=shard, **common)
     val = FigureDataset(val_path, val_idx, cfg.batch_size, shuffle=False, **common)
     return train, val
 
@@ -521,16 +552,50 @@ def baseline_pck(train, val, threshold=0.2):
     return pck(np.broadcast_to(pose, gt[..., :2].shape), gt, figure_norm_size(val.size), threshold)
 
 
+MULTIWORKER_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                   "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+def check_distribute(kind: str):
+    """A clear ValueError for a --distribute choice this backend and environment cannot run."""
+    if kind != "multiworker":
+        return
+    if keras.backend.backend() != "jax":
+        raise ValueError("--distribute multiworker runs on the JAX backend (KERAS_BACKEND=jax): Keras 3's "
+                         "fit() fails under tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras#20585)")
+    missing = [name for name in MULTIWORKER_ENV if not os.environ.get(name)]
+    if missing:
+        raise ValueError(f"--distribute multiworker needs {', '.join(missing)} set in every process "
+                         "(coordinator host:port, number of processes, this process's id from 0)")
+
+
+def join_processes(kind: str):
+    """(process, processes): multiworker joins the JAX job described by KERAS_DISTRIBUTION_*.
+
+    Must run before anything touches the backend (jax.distributed.initialize's rule).
+    """
+    if kind != "multiworker":
+        return 0, 1
+    check_distribute(kind)
+    keras.distribution.initialize()
+    import jax
+    return jax.process_index(), jax.process_count()
+
+
 def make_strategy(kind: str):
-    """A context to build and compile under: tf.distribute strategy scope, JAX DataParallel or nothing."""
+    """A context to build and compile under: tf.distribute strategy scope, JAX DataParallel or nothing.
+
+    On JAX, every device of every process holds a replica; with several processes each one
+    feeds its own part of the global batch (FigureDataset shard), so Keras must not shard again.
+    """
     if kind == "none":
         return contextlib.nullcontext()
     if keras.backend.backend() == "jax":
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        distribution = keras.distribution.DataParallel()
+        distribution.auto_shard_dataset = False
+        keras.distribution.set_distribution(distribution)
         return contextlib.nullcontext()
     import tensorflow as tf
-    if kind == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy().scope()
     devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
               [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices).scope()
@@ -599,9 +664,12 @@ def dtype_policy(mixed_precision: bool) -> str:
 
 def train(cfg: Config, extra_callbacks=()):
     """Train as configured; returns the keras History. Writes everything under cfg.out."""
+    process, processes = join_processes(cfg.distribute)
+    if process > 0:  # one writer per folder: the chief's files are the run's
+        cfg = replace(cfg, out=os.path.join(cfg.out, f"worker{process}"))
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_dtype_policy(dtype_policy(cfg.mixed_precision))
-    train_ds, val_ds = make_datasets(cfg)
+    train_ds, val_ds = make_datasets(cfg, (process, processes))
     prepare_out_dir(cfg)
     with make_strategy(cfg.distribute):
         model = build_model(cfg.arch, train_ds.n_joints, train_ds.size, cfg.width, cfg.depth,
@@ -616,7 +684,7 @@ def train(cfg: Config, extra_callbacks=()):
           f"{len(train_ds.indices)} training / {len(val_ds.indices)} validation figures; "
           f"mean-pose baseline val PCK@0.2 {baseline:.3f}", flush=True)
     callbacks = make_callbacks(cfg, train_ds, val_ds, baseline)
-    fit_val = val_ds if cfg.distribute == "none" else val_ds.whole_batches()  # PCK still sees all
+    fit_val = val_ds if cfg.distribute == "none" else val_ds.whole_batches((process, processes))
     return model.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, verbose=cfg.verbose,
                      callbacks=list(extra_callbacks) + callbacks)
 
@@ -666,7 +734,9 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue a killed run from --out/backup")
     p.add_argument("--mixed-precision", action="store_true", help="float16 (GPU) / bfloat16 (CPU) compute")
     p.add_argument("--distribute", choices=("none", "mirrored", "multiworker"), default="none",
-                   help="tf.distribute strategy (on JAX any choice but none means DataParallel)")
+                   help="mirrored: all GPUs of this machine (tf.distribute, or DataParallel on JAX); "
+                        "multiworker: several machines, JAX backend only, every process started with "
+                        "KERAS_DISTRIBUTION_JOB_ADDRESSES/_NUM_PROCESSES/_PROCESS_ID (see README)")
     p.add_argument("--cpu-devices", type=int, default=0, help="split the CPU into N logical devices (testing)")
     p.add_argument("--workers", type=int, default=1, help="threads that make batches")
     p.add_argument("--quiet", action="store_true", help="no per-batch progress bar")
@@ -693,6 +763,7 @@ def main(argv=None):
             load_trained_model(cfg.init_weights)
         if cfg.size % 32:
             raise ValueError(f"--size {cfg.size} must be a multiple of 32")
+        check_distribute(cfg.distribute)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"model.py: error: {err}")
     if args.cpu_devices:

@@ -100,3 +100,22 @@ def test_split_by_image_never_shares_an_image():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         FigureDataset(str(tmp_path / "nope.npy"))
+
+
+def test_process_shards_split_every_global_batch(tmp_path):
+    """Two processes' batches, side by side, are exactly the one-process batch (augmented too)."""
+    path = write_figures(tmp_path / "c.npy", n=10, size=64)
+    common = dict(batch_size=4, augment=Augment(), seed=5, steps=3)
+    whole = FigureDataset(path, **common)
+    parts = [FigureDataset(path, shard=(i, 2), **common) for i in range(2)]
+    for ds in (whole, *parts):
+        ds.epoch = 2
+    for step in range(3):
+        x, (y, *_) = whole[step]
+        x0, (y0, *_) = parts[0][step]
+        x1, (y1, *_) = parts[1][step]
+        assert x0.shape[0] == 2
+        np.testing.assert_array_equal(np.concatenate([x0, x1]), x)
+        np.testing.assert_array_equal(np.concatenate([y0, y1]), y)
+    with pytest.raises(ValueError, match="not divisible by 3 processes"):
+        FigureDataset(path, batch_size=4, shard=(0, 3))

@@ -2,6 +2,7 @@
 import csv
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 
@@ -200,6 +201,41 @@ def test_jax_data_parallel_matches_one_device(tiny_data, tmp_path):
         runs[name] = [float(r["loss"]) for r in read_log(tmp_path / name)]
     np.testing.assert_allclose(runs["two"], runs["one"], rtol=0.05)
     assert runs["one"][1] < runs["one"][0]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                    reason="JAX is not installed (optional: pip install jax to test the JAX backend)")
+def test_jax_two_processes_match_one_process(tiny_data, tmp_path):
+    """--distribute multiworker: two processes (gloo on CPU), each feeding half of every batch."""
+    common = ["--data", tiny_data, "--epochs", 2, "--steps-per-epoch", 3, "--batch-size", 4,
+              "--width", 0.25, "--seed", 3, "--no-augment", "--quiet"]
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    one = subprocess.run([sys.executable, str(REPO / "model.py"), *map(str, common), "--out", str(tmp_path / "one")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    with socket.socket() as s:  # a free port for the coordinator
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    workers = [subprocess.Popen(
+        [sys.executable, str(REPO / "model.py"), *map(str, common), "--out", str(tmp_path / "two"),
+         "--distribute", "multiworker"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(env, KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port}", KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                 KERAS_DISTRIBUTION_PROCESS_ID=str(i))) for i in range(2)]
+    for worker in workers:
+        output = worker.communicate(timeout=600)[0]
+        assert worker.returncode == 0, output[-2000:]
+    loss_one = [float(r["loss"]) for r in read_log(tmp_path / "one")]
+    for folder in (tmp_path / "two", tmp_path / "two" / "worker1"):  # the chief's run, worker 1's own
+        np.testing.assert_allclose([float(r["loss"]) for r in read_log(folder)], loss_one, rtol=0.05)
+    M.load_trained_model(str(tmp_path / "two" / "best.keras"))
+    assert (tmp_path / "two" / "eval" / "0001_heatmap.png").exists()
+
+
+def test_multiworker_on_tensorflow_is_a_clear_error(tiny_data, tmp_path):
+    result = run_script(REPO / "model.py", "--data", tiny_data, "--out", tmp_path / "run",
+                        "--distribute", "multiworker")
+    assert result.returncode != 0
+    assert "model.py: error: --distribute multiworker runs on the JAX backend" in result.stderr
 
 
 if __name__ == "__main__":
