@@ -43,6 +43,11 @@ def native_stderr_silenced():
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 with native_stderr_silenced():
     import keras  # noqa: E402 - the backend (TensorFlow by default) starts here
+    if keras.backend.backend() == "tensorflow":
+        # Probe devices now, silenced: without a GPU driver the CUDA probe may log "failed
+        # call to cuInit" to fd 2. Not on JAX: its multi-process start must come first.
+        import tensorflow as tf
+        tf.config.list_physical_devices()
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
