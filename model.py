@@ -594,6 +594,8 @@ def make_strategy(kind: str):
     feeds its own part of the global batch (FigureDataset shard), so Keras must not shard again.
     """
     if kind == "none":
+        if keras.backend.backend() == "jax":  # no distribution left over from an earlier run
+            keras.distribution.set_distribution(None)
         return contextlib.nullcontext()
     if keras.backend.backend() == "jax":
         distribution = keras.distribution.DataParallel()
