@@ -25,7 +25,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from figures import open_figures  # noqa: E402
+from figures import open_figures, read_sidecar  # noqa: E402
 
 
 def image_folds(image_ids, folds, seed):
@@ -112,7 +112,7 @@ def main():
     p.add_argument("model_args", nargs="*", help="after --: arguments for model.py")
     args = p.parse_args()
     figures = open_figures(args.data)
-    sidecar = json.load(open(args.data + ".json")) if os.path.exists(args.data + ".json") else {}
+    sidecar = read_sidecar(args.data)
     start, rows = time.time(), []
     for fold, val_images in enumerate(image_folds(figures["image_id"], args.folds, args.seed)):
         rows.append(run_fold(args, figures, sidecar, val_images, fold))
