@@ -163,7 +163,7 @@ class FigureDataset(keras.utils.PyDataset):
         batch = self.global_positions(index)
         process, processes = self.shard
         part = len(batch) // processes
-        return batch[process * part:(process + 1) * part] if processes > 1 else batch
+        return batch[process * part:(process + 1) * part]
 
     def global_positions(self, index):
         """(pass, figure index) pairs of all figures in global batch `index` of this epoch."""
