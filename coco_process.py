@@ -34,20 +34,54 @@ class InputError(Exception):
 
 # ----------------------------------------------------------------------------- annotations
 
-def load_coco_annotations(path):
-    """The COCO keypoint JSON as a dict, validated enough to give clear errors."""
+ANNOTATION_REQUIRED = ("id", "image_id", "bbox", "keypoints")
+
+
+def compact_coco_object(obj):
+    """json object_hook: of a COCO image or keypoint annotation, keep only what this script reads.
+
+    Called on every JSON object as it is parsed, so the dropped fields are garbage at once.
+    Keypoints and polygons become float64 arrays (8 bytes a number, against ~32 as Python
+    floats in a list); the values are those `np.asarray(..., np.float64)` gives from the lists.
+    A segmentation that is not a polygon list (crowd RLE) becomes None: skip_reason only asks
+    whether it is a list, and nothing else reads it. Any other object, and an annotation that
+    lacks a required field (load_coco_annotations reports it), stays as parsed.
+    """
+    if "image_id" in obj:
+        if not all(k in obj for k in ANNOTATION_REQUIRED):
+            return obj
+        ann = {"id": obj["id"], "image_id": obj["image_id"], "bbox": obj["bbox"],
+               "keypoints": np.asarray(obj["keypoints"], dtype=np.float64)}
+        if "iscrowd" in obj:
+            ann["iscrowd"] = obj["iscrowd"]
+        if "segmentation" in obj:
+            segmentation = obj["segmentation"]
+            ann["segmentation"] = ([np.asarray(p, dtype=np.float64) if isinstance(p, list) else p
+                                    for p in segmentation] if isinstance(segmentation, list) else None)
+        return ann
+    if "file_name" in obj and "id" in obj:
+        return {"id": obj["id"], "file_name": obj["file_name"]}
+    return obj
+
+
+def load_coco_annotations(path, object_hook=None):
+    """The COCO keypoint JSON as a dict, validated enough to give clear errors.
+
+    object_hook: passed to json.load (compact_coco_object keeps only what coco_process reads;
+    None keeps everything, as evaluate.py needs).
+    """
     if not os.path.isfile(path):
         raise InputError(f"annotation file not found: {path} (run download_coco.sh, or pass --coco-root)")
     try:
         with open(path) as f:
-            data = json.load(f)
+            data = json.load(f, object_hook=object_hook)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path} is not JSON ({err})") from None
     missing = [k for k in ("images", "annotations") if not isinstance(data, dict) or k not in data]
     if missing:
         raise InputError(f"{path} is not a COCO annotation file (no {' or '.join(missing)})")
     for ann in data["annotations"][:1]:
-        absent = [k for k in ("id", "image_id", "bbox", "keypoints") if k not in ann]
+        absent = [k for k in ANNOTATION_REQUIRED if k not in ann]
         if absent:
             raise InputError(f"{path} is not a COCO keypoint file (annotations lack {', '.join(absent)})")
     return data
@@ -249,7 +283,7 @@ def process(args):
     names = joint_names(args.joints)
     ann_path = os.path.join(args.coco_root, "annotations", f"person_keypoints_{args.split}.json")
     image_dir = os.path.join(args.coco_root, "images", args.split)
-    data = load_coco_annotations(ann_path)
+    data = load_coco_annotations(ann_path, object_hook=compact_coco_object)
     if not os.path.isdir(image_dir):
         raise InputError(f"image folder not found: {image_dir}")
     check_writable(args.out)
@@ -258,6 +292,7 @@ def process(args):
                 "size": args.size, "map_stride": args.map_stride, "image_dir": image_dir,
                 "dtype": figure_dtype(len(names), args.size, args.map_stride)}
     tasks, counts = plan_work(data, settings)
+    del data  # skipped annotations go now, not after the run
     if args.limit:
         tasks = first_tasks_for(tasks, args.limit)
     key = {k: v for k, v in settings.items() if k not in ("dtype", "image_dir")}

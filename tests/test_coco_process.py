@@ -219,3 +219,42 @@ def test_synthetic_sample_processes_cleanly_and_round_trips(synthetic_coco, tmp_
         assert np.abs(back - original[labelled, :2]).max() < 0.5
     counts = read_sidecar(str(out))["counts"]
     assert counts["skipped_crowd"] > 0 and "skipped_image_unreadable" not in counts
+
+
+# ----------------------------------------------------------------------------- compact loading
+
+def test_compact_loader_keeps_only_what_is_read(synthetic_coco):
+    """compact_coco_object: the read fields only, number lists as the float64 values they stood for."""
+    path = str(synthetic_coco / "annotations" / "person_keypoints_train2017.json")
+    plain = coco_process.load_coco_annotations(path)
+    compact = coco_process.load_coco_annotations(path, object_hook=coco_process.compact_coco_object)
+    assert [{"id": i["id"], "file_name": i["file_name"]} for i in plain["images"]] == compact["images"]
+    assert len(compact["annotations"]) == len(plain["annotations"])
+    for full, slim in zip(plain["annotations"], compact["annotations"]):
+        assert set(slim) == {"id", "image_id", "bbox", "keypoints", "iscrowd", "segmentation"}
+        assert (slim["id"], slim["image_id"], slim["bbox"]) == (full["id"], full["image_id"], full["bbox"])
+        assert slim["keypoints"].dtype == np.float64
+        np.testing.assert_array_equal(slim["keypoints"], np.asarray(full["keypoints"], dtype=np.float64))
+        if full["iscrowd"]:
+            assert isinstance(full["segmentation"], dict) and slim["segmentation"] is None  # RLE: never read
+        else:
+            assert len(slim["segmentation"]) == len(full["segmentation"])
+            for polygon, values in zip(slim["segmentation"], full["segmentation"]):
+                assert polygon.dtype == np.float64  # exact: COCO polygons have decimals
+                np.testing.assert_array_equal(polygon, np.asarray(values, dtype=np.float64))
+
+
+@pytest.mark.parametrize("sample", ["synthetic_coco", "coco_sample"])
+def test_compact_loading_writes_the_same_file(sample, request, tmp_path, monkeypatch):
+    """The compact loader gives byte-identical figures and the same counts as a plain json.load
+    (the real slice has fractional polygons and crowd RLE; the synthetic one, multi-polygons)."""
+    args = ["--coco-root", str(request.getfixturevalue(sample)), "--allow-multi-polygon", "--examples", "0",
+            "--quiet", "--workers", "1"]
+    compact, plain = str(tmp_path / "compact.npy"), str(tmp_path / "plain.npy")
+    coco_process.main(args + ["--out", compact])
+    monkeypatch.setattr(coco_process, "compact_coco_object", None)  # object_hook None: json.load keeps all
+    coco_process.main(args + ["--out", plain])
+    with open(compact, "rb") as a, open(plain, "rb") as b:
+        assert a.read() == b.read()
+    assert read_sidecar(compact)["counts"] == read_sidecar(plain)["counts"]
+    assert read_sidecar(compact)["counts"]["skipped_crowd"] > 0
