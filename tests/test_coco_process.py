@@ -246,15 +246,35 @@ def test_compact_loader_keeps_only_what_is_read(synthetic_coco):
 
 @pytest.mark.parametrize("sample", ["synthetic_coco", "coco_sample"])
 def test_compact_loading_writes_the_same_file(sample, request, tmp_path, monkeypatch):
-    """The compact loader gives byte-identical figures and the same counts as a plain json.load
-    (the real slice has fractional polygons and crowd RLE; the synthetic one, multi-polygons)."""
+    """The compact, skipping loader gives byte-identical figures and the same counts as a plain
+    json.load (the real slice has fractional polygons and crowd RLE; the synthetic one, multi-polygons)."""
     args = ["--coco-root", str(request.getfixturevalue(sample)), "--allow-multi-polygon", "--examples", "0",
             "--quiet", "--workers", "1"]
     compact, plain = str(tmp_path / "compact.npy"), str(tmp_path / "plain.npy")
     coco_process.main(args + ["--out", compact])
-    monkeypatch.setattr(coco_process, "compact_coco_object", None)  # object_hook None: json.load keeps all
+    monkeypatch.setattr(coco_process, "skipping_object_hook", lambda settings: None)  # json.load keeps all
     coco_process.main(args + ["--out", plain])
     with open(compact, "rb") as a, open(plain, "rb") as b:
         assert a.read() == b.read()
     assert read_sidecar(compact)["counts"] == read_sidecar(plain)["counts"]
     assert read_sidecar(compact)["counts"]["skipped_crowd"] > 0
+
+
+def test_skipping_hook_plans_the_same_work(coco_sample):
+    """skipping_object_hook: skipped persons shrink to ids and reason; the plan is unchanged."""
+    from figures import joint_names
+    path = str(coco_sample / "annotations" / "person_keypoints_train2017.json")
+    settings = {"joint_names": joint_names(13), "min_keypoints": 8, "background": "white",
+                "allow_multi_polygon": False, "min_area": 2500}
+    plain = coco_process.load_coco_annotations(path)
+    hooked = coco_process.load_coco_annotations(path, object_hook=coco_process.skipping_object_hook(settings))
+    for full, slim in zip(plain["annotations"], hooked["annotations"]):
+        reason = coco_process.skip_reason(full, settings)
+        assert slim["skipped"] == reason
+        if reason:
+            assert slim == {"id": full["id"], "image_id": full["image_id"], "skipped": reason}
+    tasks, counts = coco_process.plan_work(hooked, settings)
+    plain_tasks, plain_counts = coco_process.plan_work(plain, settings)
+    assert counts == plain_counts and len(counts) > 3
+    assert [(i["id"], [a["id"] for a in anns]) for i, anns in tasks] == \
+        [(i["id"], [a["id"] for a in anns]) for i, anns in plain_tasks]
