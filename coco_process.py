@@ -67,8 +67,8 @@ def compact_coco_object(obj):
 def load_coco_annotations(path, object_hook=None):
     """The COCO keypoint JSON as a dict, validated enough to give clear errors.
 
-    object_hook: passed to json.load (compact_coco_object keeps only what coco_process reads;
-    None keeps everything, as evaluate.py needs).
+    object_hook: passed to json.load (skipping_object_hook(settings) keeps only what a
+    coco_process run reads; None keeps everything, as evaluate.py needs).
     """
     if not os.path.isfile(path):
         raise InputError(f"annotation file not found: {path} (run download_coco.sh, or pass --coco-root)")
