@@ -1,24 +1,32 @@
-"""Training batches of figures from a memory-mapped `coco.npy`, with augmentation.
+"""Training batches of figures: the host reads stored bytes, the device does the rest.
 
-Every figure is read lazily from the memory map, so memory stays flat in the size of the
-dataset. One random affine (flip, rotation, scale, shift; resize to the model's input
-size folded in) moves the canvas and its keypoints together, and the confidence maps
-are rendered *after* it from the moved keypoints, so they always agree with the image.
-A horizontal flip also swaps left and right joints (`figures.flip_permutation`).
+Host (`FigureBatches`, a Keras PyDataset): for every batch it reads only what is stored
+for its figures, with positioned reads of `coco.npy` (`FigureFile`; no memory map grows
+with the file): the uint8 crop (C, C, 3) of every canvas and its keypoints. It adds each
+figure's augmentation as numbers (`draw_augmentation`): one 2x3 affine from stored-canvas
+pixels to network-input pixels (flip, rotation, scale, shift, and the resize to --size
+folded in), a flip flag and colour gains. No float image, map or mask is made on the host.
 
-Randomness is a pure function of (seed, pass over the data, figure index), so a batch
-is the same whichever worker makes it and a resumed run sees what an unbroken one saw.
+Device (`DeviceAugment`, a Keras layer written in keras.ops, so it runs on TensorFlow and
+JAX alike): warps each crop through its affine with one bilinear resampling (white outside
+the crop), jitters colour, normalises to [-1, 1] and moves the keypoints (left/right joints
+swapped on a flip, unlabelled where they leave the input). The training model
+(model.FigureTrainer) renders the target maps from the moved keypoints with the codec.
+
+Randomness is a pure function of (seed, epoch, batch index): a batch is the same whichever
+worker makes it, and a resumed run sees what an unbroken one saw. `warp_figure` and
+`reference_augment` are the NumPy/OpenCV reference of the device path (tests compare them).
 """
-import copy
 import math
+import os
 from dataclasses import dataclass
 
 import cv2
 import keras
 import numpy as np
+from keras import ops
 
-from confidence_maps import SIGMA, render_confidence_maps
-from figures import canvas_image, figure_joint_names, flip_permutation, open_figures
+from figures import figure_joint_names, flip_permutation, open_figures, white_border
 
 
 @dataclass(frozen=True)
@@ -28,11 +36,12 @@ class Augment:
     rotation: float = 30.0       # degrees, uniform in [-rotation, rotation]
     scale_min: float = 0.75      # zoom factor range
     scale_max: float = 1.25
-    shift: float = 0.05          # fraction of the canvas side, uniform in [-shift, shift]
+    shift: float = 0.05          # fraction of the input side, uniform in [-shift, shift]
     color_jitter: float = 0.0    # brightness/contrast/colour gains in [1 - j, 1 + j]
 
 
 NO_AUGMENT = Augment(flip=0.0, rotation=0.0, scale_min=1.0, scale_max=1.0, shift=0.0)
+N_PARAMS = 11  # per figure: affine (6), flipped (1), colour gains r, g, b (3), contrast (1)
 
 
 def split_by_image(image_ids, val_fraction=0.2, seed=0):
@@ -47,101 +56,149 @@ def split_by_image(image_ids, val_fraction=0.2, seed=0):
     is_val = np.isin(image_ids, val_images)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
+# ----------------------------------------------------------------------------- host: reading
 
-def random_affine(rng, size, augment):
-    """A 2x3 affine of the size x size canvas and whether it flips, drawn from `augment`.
 
-    Order (applied to points): flip about the centre, rotate and scale about the centre,
-    shift. A canvas x goes to size - 1 - x under the flip (pixel-centre convention).
+class FigureFile:
+    """Positioned reads of the leading fields and the crop of `coco.npy` records.
+
+    A record is image_id .. keypoints (the small "head" fields), then the figure crop, then
+    the stored maps (never read here). Reads go straight from the file into the caller's
+    arrays (os.preadv, which releases the GIL), so memory stays flat in the file size and
+    reading threads run in parallel. Picklable for worker processes (the file is reopened).
+    """
+
+    def __init__(self, path):
+        figures = open_figures(path)  # validates the file; a memory map, nothing read
+        self.path, self.dtype, self.count = path, figures.dtype, len(figures)
+        self.data_offset = int(figures.offset)
+        crop_offset = self.dtype.fields["figure"][1]
+        names = [n for n in self.dtype.names if self.dtype.fields[n][1] < crop_offset]
+        self.head_dtype = np.dtype({"names": names, "formats": [self.dtype.fields[n][0] for n in names],
+                                    "offsets": [self.dtype.fields[n][1] for n in names],
+                                    "itemsize": crop_offset})
+        self.crop_shape = self.dtype["figure"].shape
+        self.canvas_size = int(figures[0]["canvas_size"])
+        self.joint_names = list(figure_joint_names(figures))
+        expected = self.data_offset + self.count * self.dtype.itemsize
+        if os.path.getsize(path) < expected:
+            raise ValueError(f"{path} is truncated ({os.path.getsize(path)} bytes, {expected} expected)")
+        self._fd = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fd": None}
+
+    def _file(self):
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+    def read(self, indices, crops=None):
+        """(heads (n,) of head_dtype, crops (n, C, C, 3) uint8) of records `indices`.
+
+        crops: an array to read into (allocated if None); pass crops=False for heads only.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        heads = np.empty((len(indices), self.head_dtype.itemsize), np.uint8)
+        if crops is None:
+            crops = np.empty((len(indices),) + self.crop_shape, np.uint8)
+        fd, item = self._file(), self.dtype.itemsize
+        for k, i in enumerate(indices):
+            buffers = [heads[k]] if crops is False else [heads[k], crops[k]]
+            want = sum(b.nbytes for b in buffers)
+            if os.preadv(fd, buffers, self.data_offset + int(i) * item) != want:
+                raise ValueError(f"{self.path}: record {i} is truncated")
+        return heads.view(self.head_dtype).reshape(len(indices)), crops
+
+    def small_fields(self, chunk=4096):
+        """The head fields (image_id, annotation_id, bbox, affine, keypoints, ...) of every
+        record, (N,) of head_dtype, read in chunks: about 250 bytes a figure."""
+        return np.concatenate([self.read(np.arange(s, min(s + chunk, self.count)), crops=False)[0]
+                               for s in range(0, self.count, chunk)])
+
+
+def resize_keypoints(keypoints, ratio):
+    """Keypoints (..., J, 3) of an S0 canvas on the same canvas resized to ratio * S0
+    (pixel-centre convention); unlabelled joints stay (0, 0, 0)."""
+    kp = np.array(keypoints, dtype=np.float32)
+    kp[..., :2] = np.where(kp[..., 2:] > 0, (kp[..., :2] + 0.5) * ratio - 0.5, 0.0)
+    return kp
+
+# ----------------------------------------------------------------------------- host: augmentation numbers
+
+
+def resize_affine(canvas_size, size):
+    """2x3 affine from canvas pixels of side canvas_size to pixels of side size."""
+    r = size / canvas_size
+    return np.array([[r, 0.0, 0.5 * r - 0.5], [0.0, r, 0.5 * r - 0.5]])
+
+
+def draw_augmentation(rng, n, augment, canvas_size, size):
+    """Augmentation numbers (n, N_PARAMS) float32 for n figures, drawn from `augment`.
+
+    Columns 0-5: the 2x3 affine stored-canvas pixels -> input pixels, row-major: resize to
+    `size`, then flip about the centre (x -> size - 1 - x), rotate and scale about the
+    centre (cv2.getRotationMatrix2D's matrix), shift. Column 6: 1.0 if flipped.
+    Columns 7-9: colour gains (brightness times a per-channel gain); column 10: contrast.
     """
     centre = (size - 1) / 2.0
-    flipped = bool(rng.random() < augment.flip)
-    angle = rng.uniform(-augment.rotation, augment.rotation)
-    scale = rng.uniform(augment.scale_min, augment.scale_max)
-    shift = rng.uniform(-augment.shift, augment.shift, size=2) * size
-    rotate = np.vstack([cv2.getRotationMatrix2D((centre, centre), angle, scale), [0, 0, 1]])
-    flip = np.array([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) if flipped else np.eye(3)
-    move = np.array([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]], [0.0, 0.0, 1.0]])
-    return (move @ rotate @ flip)[:2], flipped
+    flipped = rng.random(n) < augment.flip
+    angle = np.deg2rad(rng.uniform(-augment.rotation, augment.rotation, n))
+    scale = rng.uniform(augment.scale_min, augment.scale_max, n)
+    shift = rng.uniform(-augment.shift, augment.shift, (n, 2)) * size
+    j = augment.color_jitter
+    gains = rng.uniform(1 - j, 1 + j, (n, 3)) * rng.uniform(1 - j, 1 + j, (n, 1))
+    contrast = rng.uniform(1 - j, 1 + j, n)
+
+    flip = np.tile(np.eye(3), (n, 1, 1))
+    flip[flipped, 0, 0], flip[flipped, 0, 2] = -1.0, size - 1.0
+    a, b = scale * np.cos(angle), scale * np.sin(angle)
+    rotate = np.tile(np.eye(3), (n, 1, 1))
+    rotate[:, 0, :] = np.stack([a, b, (1 - a) * centre - b * centre], -1)
+    rotate[:, 1, :] = np.stack([-b, a, b * centre + (1 - a) * centre], -1)
+    move = np.tile(np.eye(3), (n, 1, 1))
+    move[:, :2, 2] = shift
+    resize = np.vstack([resize_affine(canvas_size, size), [0.0, 0.0, 1.0]])
+    affine = (move @ rotate @ flip @ resize)[:, :2]                            # (n, 2, 3)
+    return np.concatenate([affine.reshape(n, 6), flipped[:, None], gains, contrast[:, None]],
+                          axis=1).astype(np.float32)
 
 
-def warp_figure(canvas, keypoints, affine, flipped, flip_perm):
-    """Apply one affine to a canvas (S, S, 3) uint8 and its keypoints (J, 3).
+class FigureBatches(keras.utils.PyDataset):
+    """Batches for `model.fit`: dicts of the stored bytes and the augmentation numbers.
 
-    Returns the warped canvas (white border) and keypoints (J, 3): moved, left/right
-    swapped if `flipped`, and unlabelled (0, 0, 0) where they left the canvas.
-    """
-    size = canvas.shape[0]
-    image = cv2.warpAffine(canvas, affine, (size, size), flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255))
-    kp = np.array(keypoints, dtype=np.float32)
-    kp[:, :2] = kp[:, :2] @ affine[:, :2].T + affine[:, 2]
-    if flipped:
-        kp = kp[flip_perm]
-    inside = (kp[:, :2] >= -0.5).all(axis=1) & (kp[:, :2] <= size - 0.5).all(axis=1)
-    kp[~inside | (kp[:, 2] <= 0)] = 0.0
-    return image, kp
-
-
-def resize_figure(canvas, keypoints, size):
-    """Resize a canvas (S0, S0, 3) and its keypoints (J, 3) to size x size (area filter)."""
-    if canvas.shape[0] == size:
-        return canvas, np.array(keypoints, dtype=np.float32)
-    ratio = size / canvas.shape[0]
-    image = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
-    kp = np.array(keypoints, dtype=np.float32)
-    kp[:, :2] = np.where(kp[:, 2:] > 0, (kp[:, :2] + 0.5) * ratio - 0.5, 0.0)
-    return image, kp
-
-
-def color_jitter(rng, image, amount):
-    """Random brightness, contrast and per-channel gain of an (S, S, 3) uint8 image."""
-    gains = rng.uniform(1 - amount, 1 + amount, size=3) * rng.uniform(1 - amount, 1 + amount)
-    contrast = rng.uniform(1 - amount, 1 + amount)
-    image = image.astype(np.float32)
-    mean = image.mean()
-    image = (image - mean) * contrast + mean
-    return np.clip(image * gains, 0, 255).astype(np.uint8)
-
-
-def preprocess(images_uint8):
-    """uint8 (..., S, S, 3) RGB -> float32 in [-1, 1] (the network's input range)."""
-    return np.asarray(images_uint8, dtype=np.float32) / 127.5 - 1.0
-
-
-class FigureDataset(keras.utils.PyDataset):
-    """Batches (images, targets) of figures for `model.fit`.
-
-    images: float32 (B, S, S, 3) in [-1, 1]. targets: a tuple of `n_outputs` copies of a
-    float32 (B, M, M, 2J) array: the J confidence maps scaled to [-1, 1] (tanh range)
-    followed by J channels of the labelled mask (1 where the joint has visibility > 0).
-    M = S / stride. One epoch is `steps` batches (default: one pass); batches run on
-    through successive shuffled passes, so --steps-per-epoch never repeats a figure early.
+    Each batch is {"figure": uint8 (B, C, C, 3) stored crops (the canvas without its white
+    border), "keypoints": float32 (B, J, 3) in stored-canvas pixels, "augment": float32
+    (B, N_PARAMS)}; `DeviceAugment` turns it into network inputs. One epoch is `steps`
+    batches (default: one pass); batches run on through successive shuffled passes, so
+    --steps-per-epoch never repeats a figure early. Without shuffling (validation) one pass
+    in file order, not augmented (the affine only resizes).
 
     shard = (process, processes): in multi-process training every process serves its own
     contiguous part (B / processes figures) of the same global batch of B figures.
     """
 
-    def __init__(self, path, indices=None, batch_size=8, size=None, stride=4, sigma=SIGMA,
-                 augment=NO_AUGMENT, seed=0, shuffle=True, steps=None, n_outputs=3,
-                 drop_remainder=None, shard=(0, 1), **kwargs):
+    def __init__(self, path, indices=None, batch_size=8, size=None, augment=NO_AUGMENT, seed=0,
+                 shuffle=True, steps=None, drop_remainder=None, shard=(0, 1), **kwargs):
         super().__init__(**kwargs)
+        self.file = FigureFile(path)
         self.path = path
-        self.figures = open_figures(path)  # a read-only memmap: nothing is read here
-        self.indices = np.arange(len(self.figures)) if indices is None else np.asarray(indices)
+        self.indices = np.arange(self.file.count) if indices is None else np.asarray(indices)
         if len(self.indices) == 0:
             raise ValueError(f"{path}: no figures to make batches from")
-        self.canvas_size = int(self.figures[0]["canvas_size"])
+        self.canvas_size = self.file.canvas_size
         self.size = size or self.canvas_size
-        self.batch_size, self.stride, self.sigma = batch_size, stride, sigma
-        self.augment, self.seed, self.shuffle = augment, seed, shuffle
-        self.n_outputs = n_outputs
+        self.batch_size, self.augment, self.seed, self.shuffle = batch_size, augment, seed, shuffle
         self.drop_remainder = shuffle if drop_remainder is None else drop_remainder
         passes = len(self.indices) // batch_size if self.drop_remainder else len(self.indices) / batch_size
         self.steps = steps or max(1, math.ceil(passes))
-        self.flip_perm = flip_permutation(list(figure_joint_names(self.figures)))
+        self.flip_perm = flip_permutation(self.file.joint_names)
         self.n_joints = len(self.flip_perm)
-        self.epoch = 0  # set by the SetEpoch callback at the start of every epoch
+        self.epoch = 0  # set by model.SetEpoch at the start of every epoch
         self.shard = shard
         if batch_size % shard[1]:
             raise ValueError(f"batch size {batch_size} is not divisible by {shard[1]} processes")
@@ -150,35 +207,34 @@ class FigureDataset(keras.utils.PyDataset):
         return self.steps
 
     def whole_batches(self, shard=(0, 1)):
-        """A view serving only full batches (of this process's `shard`): data parallelism
+        """A copy serving only full batches (of this process's `shard`): data parallelism
         splits each batch across devices, so a last batch smaller than the device count
         cannot be placed."""
-        view = copy.copy(self)
-        view.steps = max(1, len(self.indices) // self.batch_size) if not self.shuffle else self.steps
-        view.shard = shard
+        steps = max(1, len(self.indices) // self.batch_size) if not self.shuffle else self.steps
+        view = FigureBatches(self.path, self.indices, self.batch_size, self.size, self.augment, self.seed,
+                             self.shuffle, steps, self.drop_remainder, shard)
+        view.epoch = self.epoch
         return view
 
     def positions(self, index):
-        """(pass, figure index) pairs of this process's figures in batch `index` of this epoch."""
+        """Figure indices of this process's figures in batch `index` of this epoch."""
         batch = self.global_positions(index)
         process, processes = self.shard
         part = len(batch) // processes
         return batch[process * part:(process + 1) * part]
 
     def global_positions(self, index):
-        """(pass, figure index) pairs of all figures in global batch `index` of this epoch."""
+        """Figure indices (<= B,) of all figures in global batch `index` of this epoch."""
         n = len(self.indices)
         if not self.shuffle:  # evaluation: one fixed pass in file order
-            start = index * self.batch_size
-            return [(0, self.indices[i]) for i in range(start, min(n, start + self.batch_size))]
+            return self.indices[index * self.batch_size:(index + 1) * self.batch_size]
         per_pass = (n // self.batch_size) * self.batch_size if self.drop_remainder else n
         start = (self.epoch * self.steps + index) * self.batch_size
         out = []
         for p in range(start, start + self.batch_size):
             pass_no, i = divmod(p, max(per_pass, 1))
-            order = self.order(pass_no)
-            out.append((pass_no, self.indices[order[i % n]]))
-        return out
+            out.append(self.indices[self.order(pass_no)[i % n]])
+        return np.array(out)
 
     def order(self, pass_no):
         """The shuffled order (N,) of pass `pass_no` (cached: one pass is used many times)."""
@@ -188,35 +244,138 @@ class FigureDataset(keras.utils.PyDataset):
             self._order = cached
         return cached[1]
 
-    def figure(self, pass_no, index):
-        """Augmented (image (S, S, 3) uint8, keypoints (J, 3)) of figure `index` in pass `pass_no`."""
-        record = self.figures[index]
-        image, kp = resize_figure(canvas_image(record), record["keypoints"], self.size)
-        rng = np.random.default_rng([self.seed, pass_no, int(index), 1])
-        if self.augment != NO_AUGMENT:
-            affine, flipped = random_affine(rng, self.size, self.augment)
-            image, kp = warp_figure(image, kp, affine, flipped, self.flip_perm)
-        if self.augment.color_jitter > 0:
-            image = color_jitter(rng, image, self.augment.color_jitter)
-        return image, kp
-
-    def load_batch(self, index):
-        """uint8 images (B, S, S, 3), float32 maps (B, M, M, J) in [0, 1] and keypoints (B, J, 3)."""
-        images, keypoints = zip(*(self.figure(p, i) for p, i in self.positions(index)))
-        m = self.size // self.stride
-        maps = [render_confidence_maps(kp, m, self.stride, self.sigma) for kp in keypoints]
-        return np.stack(images), np.stack(maps), np.stack(keypoints)
+    def augmentation(self, index, n_global):
+        """Augmentation numbers (n_global, N_PARAMS) of global batch `index` of this epoch."""
+        if not self.shuffle or self.augment == NO_AUGMENT:
+            return draw_augmentation(np.random.default_rng(0), n_global, NO_AUGMENT, self.canvas_size, self.size)
+        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        return draw_augmentation(rng, n_global, self.augment, self.canvas_size, self.size)
 
     def __getitem__(self, index):
-        images, maps, keypoints = self.load_batch(index)
-        labelled = (keypoints[:, :, 2] > 0).astype(np.float32)           # (B, J)
-        mask = np.broadcast_to(labelled[:, None, None, :], maps.shape)
-        target = np.concatenate([maps * 2.0 - 1.0, mask], axis=-1).astype(np.float32)
-        return preprocess(images), (target,) * self.n_outputs
+        positions = self.global_positions(index)
+        process, processes = self.shard
+        part = slice(process * (len(positions) // processes), (process + 1) * (len(positions) // processes))
+        heads, crops = self.file.read(positions[part])
+        return {"figure": crops, "keypoints": np.ascontiguousarray(heads["keypoints"]),
+                "augment": self.augmentation(index, len(positions))[part]}
 
-    def all_keypoints(self):
-        """Keypoints (N, J, 3) of every figure of this dataset, resized, not augmented."""
-        ratio = self.size / self.canvas_size
-        kp = np.array(self.figures["keypoints"][self.indices], dtype=np.float32)
-        kp[..., :2] = np.where(kp[..., 2:] > 0, (kp[..., :2] + 0.5) * ratio - 0.5, 0.0)
-        return kp
+    def small_fields(self):
+        """Head fields (image_id, keypoints, ...) of this dataset's figures, (N,), read in chunks."""
+        return self.file.small_fields()[self.indices]
+
+    def input_keypoints(self):
+        """Keypoints (N, J, 3) of this dataset's figures at the input size, not augmented."""
+        return resize_keypoints(self.small_fields()["keypoints"], self.size / self.canvas_size)
+
+# ----------------------------------------------------------------------------- device
+
+
+def invert_affines(affine):
+    """Inverses (B, 2, 3) of 2x3 affines (B, 2, 3), in keras.ops."""
+    a, b, c = affine[:, 0, 0], affine[:, 0, 1], affine[:, 0, 2]
+    d, e, f = affine[:, 1, 0], affine[:, 1, 1], affine[:, 1, 2]
+    det = a * e - b * d
+    ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
+    rows = [ops.stack([ia, ib, -(ia * c + ib * f)], -1), ops.stack([id_, ie, -(id_ * c + ie * f)], -1)]
+    return ops.stack(rows, axis=1)
+
+
+def warp_crops(crops, affine, border, size):
+    """Bilinear samples (B, size, size, 3) float32 in 0..255 of uint8 crops (B, C, C, 3).
+
+    affine (B, 2, 3) maps stored-canvas pixels to output pixels; the crop's pixel (0, 0) is
+    canvas pixel (border, border). Everything outside the crop is white (255), as on the
+    canvas. Pixel-centre convention, the same sampling as cv2.warpAffine(INTER_LINEAR).
+    """
+    batch, c = ops.shape(crops)[0], crops.shape[1]
+    padded = ops.pad(crops, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=255)  # uint8: gathers move 1/4 the bytes
+    inverse = invert_affines(affine)                                         # output -> canvas
+    grid = ops.arange(size, dtype="float32")
+    xs, ys = grid[None, None, :], grid[None, :, None]                        # (1, 1, S), (1, S, 1)
+    src_x = (inverse[:, 0, 0, None, None] * xs + inverse[:, 0, 1, None, None] * ys
+             + inverse[:, 0, 2, None, None] - border + 1.0)                  # (B, S, S) padded crop px
+    src_y = (inverse[:, 1, 0, None, None] * xs + inverse[:, 1, 1, None, None] * ys
+             + inverse[:, 1, 2, None, None] - border + 1.0)
+    src_x, src_y = ops.clip(src_x, 0.0, c + 1.0), ops.clip(src_y, 0.0, c + 1.0)
+    x0, y0 = ops.floor(src_x), ops.floor(src_y)
+    wx, wy = (src_x - x0)[..., None], (src_y - y0)[..., None]                # (B, S, S, 1)
+    x0, y0 = ops.cast(x0, "int32"), ops.cast(y0, "int32")
+    x1, y1 = ops.minimum(x0 + 1, c + 1), ops.minimum(y0 + 1, c + 1)
+    flat = ops.reshape(padded, (-1, 3))                                      # (B * (C+2)^2, 3)
+    base = (ops.arange(batch, dtype="int32") * (c + 2) * (c + 2))[:, None, None]
+
+    def at(y, x):
+        return ops.cast(ops.take(flat, base + y * (c + 2) + x, axis=0), "float32")   # (B, S, S, 3)
+    top = at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx
+    return top * (1.0 - wy) + bottom * wy
+
+
+def move_keypoints(keypoints, affine, flipped, flip_perm, size):
+    """Keypoints (B, J, 3) through affines (B, 2, 3), left/right swapped where flipped (B,),
+    set to (0, 0, 0) where unlabelled or outside the size x size input. In keras.ops."""
+    xy = ops.einsum("bjk,bik->bji", keypoints[..., :2], affine[..., :2]) + affine[:, None, :, 2]
+    moved = ops.concatenate([xy, keypoints[..., 2:]], axis=-1)
+    swapped = ops.take(moved, ops.convert_to_tensor(flip_perm, "int32"), axis=1)
+    moved = ops.where(flipped[:, None, None] > 0.5, swapped, moved)
+    inside = ops.all((moved[..., :2] >= -0.5) & (moved[..., :2] <= size - 0.5), axis=-1)
+    keep = inside & (moved[..., 2] > 0)
+    return moved * ops.cast(keep, "float32")[..., None]
+
+
+def jitter_colour(images, gains, contrast):
+    """Contrast about each image's mean, then per-channel gains, clipped to 0..255 (B, S, S, 3)."""
+    mean = ops.mean(images, axis=(1, 2, 3), keepdims=True)
+    images = (images - mean) * contrast[:, None, None, None] + mean
+    return ops.clip(images * gains[:, None, None, :], 0.0, 255.0)
+
+
+@keras.saving.register_keras_serializable(package="figure_pose")
+class DeviceAugment(keras.layers.Layer):
+    """A FigureBatches batch -> (images (B, S, S, 3) in [-1, 1], keypoints (B, J, 3) in input px).
+
+    Runs on the accelerator, in float32 whatever the mixed-precision policy. Used only by
+    the training model, never saved inside an inference model.
+    """
+
+    def __init__(self, size, canvas_size, flip_perm, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.size, self.canvas_size, self.flip_perm = int(size), int(canvas_size), [int(i) for i in flip_perm]
+
+    def call(self, batch):
+        params = ops.cast(batch["augment"], "float32")
+        affine = ops.reshape(params[:, :6], (-1, 2, 3))
+        images = warp_crops(batch["figure"], affine, float(white_border(self.canvas_size)), self.size)
+        images = jitter_colour(images, params[:, 7:10], params[:, 10])
+        keypoints = move_keypoints(ops.cast(batch["keypoints"], "float32"), affine, params[:, 6],
+                                   self.flip_perm, self.size)
+        return images / 127.5 - 1.0, keypoints
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "canvas_size": self.canvas_size,
+                "flip_perm": self.flip_perm}
+
+# ----------------------------------------------------------------------------- NumPy reference
+
+
+def warp_figure(canvas, keypoints, affine, flipped, flip_perm, border_value=255):
+    """Reference of the device path for one figure: a canvas (S0, S0, 3) and its keypoints
+    (J, 3) through one 2x3 affine with OpenCV; returns (image (S, S, 3) of canvas's dtype,
+    keypoints (J, 3)) with keypoints moved, swapped if `flipped`, and (0, 0, 0) where
+    unlabelled or outside. S = canvas side unless the affine's own size is given by `size`.
+    """
+    return reference_augment(canvas, keypoints, affine, flipped, flip_perm, canvas.shape[0], border_value)
+
+
+def reference_augment(canvas, keypoints, affine, flipped, flip_perm, size, border_value=255):
+    """`warp_figure` into a size x size output (the resize folded into `affine`)."""
+    affine = np.asarray(affine, dtype=np.float64).reshape(2, 3)
+    image = cv2.warpAffine(canvas, affine, (size, size), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=(border_value,) * 3)
+    kp = np.array(keypoints, dtype=np.float32)
+    kp[:, :2] = kp[:, :2] @ affine[:, :2].T + affine[:, 2]
+    if flipped:
+        kp = kp[flip_perm]
+    inside = (kp[:, :2] >= -0.5).all(axis=1) & (kp[:, :2] <= size - 0.5).all(axis=1)
+    kp[~inside | (kp[:, 2] <= 0)] = 0.0
+    return image, kp

@@ -7,8 +7,10 @@ at S / 4 (stride 4, sigma 2 map pixels, the resolution coco.npy stores maps at),
 deep-supervision side outputs. `--arch original` builds a faithful port of the original
 network (REFERENCE.md section 2, maps at full resolution) for comparisons.
 
-Everything in the model, the loss and the metrics uses `keras.ops`, so the same code runs
-on the TensorFlow (default) and JAX backends (KERAS_BACKEND=jax).
+Training runs at device speed: the host only reads stored bytes (figure_dataset.FigureBatches)
+and the training model (FigureTrainer) augments, renders the target maps, computes the loss
+and PCK on the device. Everything there uses `keras.ops`, so the same code runs on the
+TensorFlow (default) and JAX backends (KERAS_BACKEND=jax).
 
 Writes under --out: best.keras (best val PCK@0.2), last.keras, log.csv, curves.png, tb/
 (TensorBoard), eval/EPOCH_*.png (a fixed validation batch) and backup/ (for --resume).
@@ -53,14 +55,13 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers, ops
 
-from confidence_maps import SIGMA, decode_keypoints
-from figure_dataset import NO_AUGMENT, Augment, FigureDataset, preprocess, split_by_image
+from confidence_maps import ARCH_CODECS, ConfidenceMapCodec
+from figure_dataset import NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile, split_by_image
 from figures import heat_image, open_figures, summed_maps
 from metrics import figure_norm_size, mean_pose, pck
 
 PACKAGE = "figure_pose"
 LOSS_WEIGHTS = {"main": 10.0, "side": 5.0}  # the original's 10 * main + 5 * side1 + 5 * side2
-ARCH_STRIDE = {"simple": 4, "original": 1}  # canvas pixels per map pixel of each arch
 
 # ----------------------------------------------------------------------------- layers
 
@@ -285,8 +286,8 @@ def count_flops(model):
 class JointMSE(keras.losses.Loss):
     """The original's loss: sum over joints of the per-joint MSE, labelled joints only.
 
-    y_true (B, M, M, 2J): J target maps in [-1, 1] then J mask channels (1 = labelled);
-    y_pred (B, M, M, J). Per figure: sum_j mask_j * mean_{y,x} w * (pred - target)^2 with
+    y_true = (target (B, M, M, J) maps in tanh range [-1, 1], weights (B, J): 1 = labelled);
+    y_pred (B, M, M, J). Per figure: sum_j weight_j * mean_{y,x} w * (pred - target)^2 with
     w = 1 + foreground_weight * (target + 1) / 2 (w = 1: the original).
     """
 
@@ -295,11 +296,10 @@ class JointMSE(keras.losses.Loss):
         self.foreground_weight = foreground_weight
 
     def call(self, y_true, y_pred):
-        j = y_pred.shape[-1]
-        target, mask = y_true[..., :j], y_true[..., j:]
-        weight = 1.0 + self.foreground_weight * (target + 1.0) * 0.5
-        per_joint = ops.mean(weight * ops.square(y_pred - target), axis=(1, 2))   # (B, J)
-        return ops.sum(per_joint * mask[:, 0, 0, :], axis=-1)                       # (B,)
+        target, weights = y_true
+        pixel_weight = 1.0 + self.foreground_weight * (target + 1.0) * 0.5
+        per_joint = ops.mean(pixel_weight * ops.square(y_pred - target), axis=(1, 2))   # (B, J)
+        return ops.sum(per_joint * weights, axis=-1)                                    # (B,)
 
     def get_config(self):
         return {**super().get_config(), "foreground_weight": self.foreground_weight}
@@ -310,21 +310,75 @@ def make_loss(name: str):
     return {"mse": JointMSE(), "fg_mse": JointMSE(foreground_weight=9.0)}[name]
 
 
-def compile_model(model, lr: float, loss: str = "fg_mse", decay_steps: int = 0):
-    """Adam(lr, cosine decay over decay_steps if > 0) and 10 * main + 5 * each side output."""
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FigureTrainer(keras.Model):
+    """The network inside its training step: augmentation, targets and loss on the device.
+
+    Input: a FigureBatches batch (uint8 crops, stored keypoints, augmentation numbers).
+    `call` runs DeviceAugment, renders the target maps from the moved keypoints with the
+    codec (one target for every output) and runs the network; `compute_loss` is the
+    original's 10 x main + 5 x each side output of JointMSE; `compute_metrics` adds PCK of
+    the main output (argmax + quarter-offset decoding on the device). `network` is the
+    inference model that is saved: the augmentation is never part of it.
+    """
+
+    def __init__(self, network, augment: DeviceAugment, codec: ConfidenceMapCodec, loss: str = "fg_mse",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.network, self.augment, self.codec = network, augment, codec
+        self.joint_mse = make_loss(loss)
+        self.output_weights = [LOSS_WEIGHTS["main"]] + [LOSS_WEIGHTS["side"]] * (len(network.outputs) - 1)
+        self.pck_10 = keras.metrics.Mean(name="pck@0.1")
+        self.pck_20 = keras.metrics.Mean(name="pck@0.2")
+
+    def call(self, batch, training=False):
+        images, keypoints = self.augment(batch)                                  # (B, S, S, 3), (B, J, 3)
+        weights = ops.cast(keypoints[..., 2] > 0, "float32")                     # (B, J)
+        maps = self.codec.encode_on_device(keypoints[..., :2], weights, self.augment.size, ops)
+        outputs = self.network(images, training=training)                        # 3 x (B, M, M, J)
+        return {"outputs": outputs, "target": self.codec.to_tanh(maps), "weights": weights,
+                "keypoints": keypoints}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        target = (y_pred["target"], y_pred["weights"])
+        return ops.sum(ops.stack([w * self.joint_mse(target, out)
+                                  for w, out in zip(self.output_weights, y_pred["outputs"])]))
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        xy = self.codec.decode_on_device(y_pred["outputs"][0], ops)            # (B, J, 2)
+        error = ops.sqrt(ops.sum(ops.square(xy - y_pred["keypoints"][..., :2]), axis=-1))
+        norm = figure_norm_size(self.augment.size)
+        for threshold, metric in ((0.1, self.pck_10), (0.2, self.pck_20)):
+            metric.update_state(ops.cast(error <= threshold * norm, "float32"), sample_weight=y_pred["weights"])
+        return self.get_metrics_result()
+
+
+def make_loss(name: str):
+    """JointMSE for --loss: 'mse' (the original) or 'fg_mse' (foreground pixels x 10)."""
+    return {"mse": JointMSE(), "fg_mse": JointMSE(foreground_weight=9.0)}[name]
+
+
+def make_trainer(network, batches, codec, loss="fg_mse"):
+    """FigureTrainer of `network` for FigureBatches `batches`, built on one of its figures
+    (Keras must see the trainer built before fit, e.g. for BackupAndRestore)."""
+    trainer = FigureTrainer(network, DeviceAugment(batches.size, batches.canvas_size, batches.flip_perm),
+                            codec, loss)
+    trainer({name: value[:1] for name, value in batches[0].items()})
+    return trainer
+
+
+def compile_model(trainer, lr: float, decay_steps: int = 0):
+    """Adam(lr, cosine decay over decay_steps if > 0); the loss is the trainer's own."""
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=0.05) if decay_steps else lr
-    n_side = len(model.outputs) - 1
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  loss=[make_loss(loss)] * (1 + n_side),
-                  loss_weights=[LOSS_WEIGHTS["main"]] + [LOSS_WEIGHTS["side"]] * n_side)
-    return model
+    trainer.compile(optimizer=keras.optimizers.Adam(schedule))
+    return trainer
 
 # ----------------------------------------------------------------------------- public API
 
 
 def preprocess_images(canvases_uint8):
-    """uint8 RGB canvases (B, S, S, 3) -> float32 (B, S, S, 3) in [-1, 1]."""
-    return preprocess(canvases_uint8)
+    """uint8 RGB canvases (B, S, S, 3) -> float32 (B, S, S, 3) in [-1, 1] (DeviceAugment's output range)."""
+    return np.asarray(canvases_uint8, dtype=np.float32) / 127.5 - 1.0
 
 
 def load_trained_model(path):
@@ -358,8 +412,7 @@ def predict_maps(model, canvases_uint8, batch_size=16):
     if canvases.shape[1] != size:
         canvases = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in canvases])
     out = model.predict(preprocess_images(canvases), batch_size=batch_size, verbose=0)
-    main = out[0] if isinstance(out, (list, tuple)) else out
-    return np.clip((np.asarray(main, dtype=np.float32) + 1.0) * 0.5, 0.0, 1.0)
+    return ConfidenceMapCodec.from_tanh(out[0] if isinstance(out, (list, tuple)) else out)
 
 # ----------------------------------------------------------------------------- pictures
 
@@ -426,20 +479,6 @@ class SetEpoch(keras.callbacks.Callback):
         self.dataset.epoch = epoch
 
 
-def evaluate_pck(model, dataset, stride, thresholds=(0.1, 0.2)):
-    """PCK at each threshold of the decoded main output over a non-shuffled dataset."""
-    preds = []
-    for i in range(len(dataset)):
-        x, _ = dataset[i]
-        out = model(x, training=False)
-        preds.append(np.asarray(out[0], dtype=np.float32))
-    maps01 = (np.concatenate(preds) + 1.0) * 0.5
-    keypoints = decode_keypoints(maps01, stride=stride, sigma=dataset.sigma)
-    gt = dataset.all_keypoints()
-    norm = figure_norm_size(dataset.size)
-    return {t: pck(keypoints, gt, norm, t) for t in thresholds}
-
-
 def local_replica(model, replica=None):
     """`model`'s current weights in a copy on this process's devices only (`replica`: reused).
 
@@ -464,26 +503,46 @@ def multi_process():
     return jax.process_count() > 1
 
 
-class Evaluate(keras.callbacks.Callback):
-    """Every epoch: val PCK@0.1/0.2 into logs (so CSV and checkpoints see them), eval PNGs, curves."""
+class EpochPictures(keras.callbacks.Callback):
+    """Every epoch: the original's pictures of a fixed validation batch, and the mean-pose
+    baseline into the logs (so log.csv and curves.png show it beside val PCK)."""
 
-    def __init__(self, dataset, out_dir, stride, baseline):
+    def __init__(self, batch, out_dir, baseline):
         super().__init__()
-        self.dataset, self.out_dir, self.stride, self.baseline = dataset, out_dir, stride, baseline
-        self.batch = dataset.load_batch(0)  # the fixed picture batch: (images, maps, keypoints)
+        self.batch, self.out_dir, self.baseline = batch, out_dir, baseline
         self.replica = None
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        model = self.model
+        if logs is not None:
+            logs["baseline_pck@0.2"] = self.baseline
+        trainer, network = self.model, self.model.network
         if multi_process():
-            model = self.replica = local_replica(self.model, self.replica)
-        scores = evaluate_pck(model, self.dataset, self.stride)
-        logs["val_pck@0.1"], logs["val_pck@0.2"] = scores[0.1], scores[0.2]
-        logs["baseline_pck@0.2"] = self.baseline
-        images, gt01, _ = self.batch
-        pred = np.asarray(model(preprocess(images), training=False)[0], dtype=np.float32)
-        write_eval_pngs(os.path.join(self.out_dir, "eval"), epoch, images, gt01, (pred + 1) * 0.5)
+            network = self.replica = local_replica(network, self.replica)
+        images, keypoints = trainer.augment(self.batch)
+        images_uint8 = np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        gt01, _ = trainer.codec.encode(np.asarray(keypoints), trainer.augment.size)
+        pred01 = trainer.codec.from_tanh(network(images, training=False)[0])
+        write_eval_pngs(os.path.join(self.out_dir, "eval"), epoch, images_uint8, gt01, pred01)
+
+
+class SaveNetwork(keras.callbacks.Callback):
+    """Save the trainer's inference network (never the augmentation) to a .keras file every
+    epoch, or only when `monitor` reaches a new maximum; via a temporary file and a rename,
+    so a kill never leaves half a checkpoint."""
+
+    def __init__(self, path, monitor=None):
+        super().__init__()
+        self.path, self.monitor, self.best = path, monitor, -np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor is not None:
+            value = (logs or {}).get(self.monitor)
+            if value is None or not value > self.best:
+                return
+            self.best = value
+        tmp = self.path[:-len(".keras")] + ".tmp.keras"
+        self.model.network.save(tmp)
+        os.replace(tmp, self.path)
 
 
 class PlotCurves(keras.callbacks.Callback):
@@ -522,38 +581,37 @@ class Config:
     resume: bool = False
     mixed_precision: bool = False
     distribute: str = "none"
-    workers: int = 1
+    workers: int = 2
+    processes: bool = False
     verbose: int = 1
 
 
 def make_datasets(cfg: Config, shard=(0, 1)):
-    """(train, val) FigureDatasets: --val-data, or an 80/20 split of --data by image id.
+    """(train, val) FigureBatches: --val-data, or an 80/20 split of --data by image id.
 
+    Only the small per-figure fields are read for the split (FigureFile.small_fields).
     shard (process, processes): the training set serves this process's part of every batch.
     """
-    figures = open_figures(cfg.data)
     train_idx, val_path, val_idx = None, cfg.val_data or cfg.data, None
-    if cfg.val_data:
-        open_figures(cfg.val_data)
-    else:
-        train_idx, val_idx = split_by_image(np.asarray(figures["image_id"]), 0.2, cfg.seed)
+    if not cfg.val_data:
+        image_ids = FigureFile(cfg.data).small_fields()["image_id"]
+        train_idx, val_idx = split_by_image(image_ids, 0.2, cfg.seed)
         if len(val_idx) == 0:
             raise ValueError(f"{cfg.data}: needs figures from at least two images to split off validation")
-    size = cfg.size or int(figures[0]["canvas_size"])
-    stride = ARCH_STRIDE[cfg.arch]
-    n_out = 3
-    common = dict(size=size, stride=stride, sigma=SIGMA, n_outputs=n_out,
-                  workers=cfg.workers, use_multiprocessing=False)
-    train = FigureDataset(cfg.data, train_idx, cfg.batch_size, augment=cfg.augment, seed=cfg.seed,
-                          steps=cfg.steps_per_epoch or None, shard=shard, **common)
-    val = FigureDataset(val_path, val_idx, cfg.batch_size, shuffle=False, **common)
+    loader = dict(workers=cfg.workers, use_multiprocessing=cfg.workers > 1 and cfg.processes,
+                  max_queue_size=max(10, 2 * cfg.workers))
+    train = FigureBatches(cfg.data, train_idx, cfg.batch_size, cfg.size or None, augment=cfg.augment,
+                          seed=cfg.seed, steps=cfg.steps_per_epoch or None, shard=shard, **loader)
+    val = FigureBatches(val_path, val_idx, cfg.batch_size, train.size, shuffle=False, **loader)
+    if val.n_joints != train.n_joints:
+        raise ValueError(f"--val-data {val_path} has {val.n_joints} joints, --data {cfg.data} {train.n_joints}")
     return train, val
 
 
 def baseline_pck(train, val, threshold=0.2):
     """PCK of predicting the training figures' mean pose for every validation figure."""
-    pose = mean_pose(train.all_keypoints())
-    gt = val.all_keypoints()
+    pose = mean_pose(train.input_keypoints())
+    gt = val.input_keypoints()
     return pck(np.broadcast_to(pose, gt[..., :2].shape), gt, figure_norm_size(val.size), threshold)
 
 
@@ -591,7 +649,7 @@ def make_strategy(kind: str):
     """A context to build and compile under: tf.distribute strategy scope, JAX DataParallel or nothing.
 
     On JAX, every device of every process holds a replica; with several processes each one
-    feeds its own part of the global batch (FigureDataset shard), so Keras must not shard again.
+    feeds its own part of the global batch (FigureBatches shard), so Keras must not shard again.
     """
     if kind == "none":
         if keras.backend.backend() == "jax":  # no distribution left over from an earlier run
@@ -617,14 +675,13 @@ def tensorboard(log_dir):
 
 
 def make_callbacks(cfg: Config, train, val, baseline):
-    """Callback list in the order that matters: metrics first, then checkpoints/logs, backup last."""
+    """Callback list in the order that matters: pictures and baseline first, then checkpoints/logs, backup last."""
     out = cfg.out
     return [
         SetEpoch(train),
-        Evaluate(val, out, ARCH_STRIDE[cfg.arch], baseline),
-        keras.callbacks.ModelCheckpoint(os.path.join(out, "best.keras"), monitor="val_pck@0.2",
-                                        mode="max", save_best_only=True),
-        keras.callbacks.ModelCheckpoint(os.path.join(out, "last.keras")),
+        EpochPictures(val[0], out, baseline),
+        SaveNetwork(os.path.join(out, "best.keras"), monitor="val_pck@0.2"),
+        SaveNetwork(os.path.join(out, "last.keras")),
         keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=cfg.resume),
         PlotCurves(out),
         *tensorboard(os.path.join(out, "tb")),
@@ -643,13 +700,13 @@ def prepare_out_dir(cfg: Config):
         json.dump(asdict(cfg), f, indent=1)
 
 
-def init_from(model, path):
+def init_from(network, path):
     """Copy the weights of a model.py .keras file of the same architecture into `model` (fine-tuning)."""
     source = load_trained_model(path)
     shapes = [w.shape for w in source.get_weights()]
-    if shapes != [w.shape for w in model.get_weights()]:
+    if shapes != [w.shape for w in network.get_weights()]:
         raise ValueError(f"{path} has another architecture than --arch/--width/--depth/--size")
-    model.set_weights(source.get_weights())
+    network.set_weights(source.get_weights())
 
 
 def dtype_policy(mixed_precision: bool) -> str:
@@ -678,22 +735,24 @@ def train(cfg: Config, extra_callbacks=()):
     keras.mixed_precision.set_dtype_policy(dtype_policy(cfg.mixed_precision))
     train_ds, val_ds = make_datasets(cfg, (process, processes))
     prepare_out_dir(cfg)
+    codec = ARCH_CODECS[cfg.arch]
     with make_strategy(cfg.distribute):
-        model = build_model(cfg.arch, train_ds.n_joints, train_ds.size, cfg.width, cfg.depth,
-                            cfg.backbone_features)
+        network = build_model(cfg.arch, train_ds.n_joints, train_ds.size, cfg.width, cfg.depth,
+                              cfg.backbone_features)
         if cfg.init_weights:
-            init_from(model, cfg.init_weights)
+            init_from(network, cfg.init_weights)
+        trainer = make_trainer(network, val_ds, codec, cfg.loss)
         decay = cfg.epochs * len(train_ds) if cfg.lr_schedule == "cosine" else 0
-        compile_model(model, cfg.lr, cfg.loss, decay)
+        compile_model(trainer, cfg.lr, decay)
     baseline = baseline_pck(train_ds, val_ds)
-    print(f"{model.name}: {model.count_params() / 1e6:.2f} M parameters, "
-          f"{count_flops(model) / 1e9:.2f} GFLOPs per {train_ds.size}x{train_ds.size} figure; "
+    print(f"{network.name}: {network.count_params() / 1e6:.2f} M parameters, "
+          f"{count_flops(network) / 1e9:.2f} GFLOPs per {train_ds.size}x{train_ds.size} figure; "
           f"{len(train_ds.indices)} training / {len(val_ds.indices)} validation figures; "
           f"mean-pose baseline val PCK@0.2 {baseline:.3f}", flush=True)
     callbacks = make_callbacks(cfg, train_ds, val_ds, baseline)
     fit_val = val_ds if cfg.distribute == "none" else val_ds.whole_batches((process, processes))
-    return model.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, verbose=cfg.verbose,
-                     callbacks=list(extra_callbacks) + callbacks)
+    return trainer.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, verbose=cfg.verbose,
+                       callbacks=list(extra_callbacks) + callbacks)
 
 
 def set_cpu_devices(n: int):
@@ -716,7 +775,7 @@ def parse_args(argv=None):
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="constant lr, or cosine decay to 5%% over all epochs")
     p.add_argument("--steps-per-epoch", type=int, default=0, help="batches per epoch (0: one full pass)")
-    p.add_argument("--arch", choices=sorted(ARCH_STRIDE), default="simple",
+    p.add_argument("--arch", choices=sorted(ARCH_CODECS), default="simple",
                    help="simple: maps at stride 4; original: the original network, maps at full size")
     p.add_argument("--size", type=int, default=0, help="input size (multiple of 32; 0: the data's canvas size)")
     p.add_argument("--width", type=float, default=1.0, help="channel multiplier")
@@ -745,7 +804,11 @@ def parse_args(argv=None):
                         "multiworker: several machines, JAX backend only, every process started with "
                         "KERAS_DISTRIBUTION_JOB_ADDRESSES/_NUM_PROCESSES/_PROCESS_ID (see README)")
     p.add_argument("--cpu-devices", type=int, default=0, help="split the CPU into N logical devices (testing)")
-    p.add_argument("--workers", type=int, default=1, help="threads that make batches")
+    p.add_argument("--workers", type=int, default=2,
+                   help="threads (or processes, with --worker-processes) that read batches; the device "
+                        "does the augmentation, so 2 keep a GPU fed on most machines")
+    p.add_argument("--worker-processes", action="store_true",
+                   help="read batches in worker processes instead of threads")
     p.add_argument("--quiet", action="store_true", help="no per-batch progress bar")
     return p.parse_args(argv)
 
@@ -760,7 +823,7 @@ def main(argv=None):
                  width=args.width, depth=args.depth, backbone_features=args.backbone_features,
                  init_weights=args.init_weights, loss=args.loss, augment=augment, seed=args.seed, resume=args.resume,
                  mixed_precision=args.mixed_precision, distribute=args.distribute,
-                 workers=args.workers, verbose=2 if args.quiet else 1)
+                 workers=args.workers, processes=args.worker_processes, verbose=2 if args.quiet else 1)
     try:  # everything a user can get wrong, checked before any work, as one line
         for path in filter(None, (cfg.data, cfg.val_data)):
             open_figures(path)

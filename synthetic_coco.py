@@ -613,6 +613,23 @@ def make_synthetic_coco(out_dir, n_images=200, split="train2017", seed=0, size=(
     }
 
 
+def random_figures_file(path, n=16, size=320, n_joints=13, seed=0):
+    """A small `coco.npy` of n random-noise figures (2 per image) with every joint labelled
+    inside the canvas: for tests and benchmarks that need the file format, not people."""
+    from figures import figure_dtype
+    rng = np.random.default_rng(seed)
+    records = np.zeros(n, dtype=figure_dtype(n_joints, size))
+    records["image_id"] = np.arange(n) // 2
+    records["annotation_id"] = np.arange(n)
+    records["canvas_size"] = size
+    records["figure"] = rng.integers(0, 255, records["figure"].shape, dtype=np.uint8)
+    keypoints = rng.uniform(size * 0.3, size * 0.7, (n, n_joints, 3)).astype(np.float32)
+    keypoints[..., 2] = 2
+    records["keypoints"] = keypoints
+    np.save(path, records)
+    return str(path)
+
+
 def parse_size(text):
     """'320x240' -> (320, 240): width and height in pixels."""
     try:

@@ -1,12 +1,17 @@
-"""Training throughput of the simple network vs the original, on this machine, in one run.
+"""Training throughput, end to end: the host input pipeline and the training step, in one run.
 
-    python benchmarks/bench_train.py                      # 320 x 320, a few minutes on 2 cores
-    python benchmarks/bench_train.py --size 320 --steps 3 --simple-batches 8 16 32
+    python benchmarks/bench_train.py                      # 320 x 320, ours vs --arch original, CPU
+    KERAS_BACKEND=jax python benchmarks/bench_train.py --data D --simple-batches 64 256 \\
+        --original-batches --input new old --mixed-precision --steps 50   # on a GPU
 
-Each (arch, batch) runs in its own process (so peak RSS is its own): build, compile,
-`--warmup` train steps (graph tracing, excluded), then `--steps` timed `train_on_batch`
-calls on a fixed random batch with real-shaped targets. Prints params, GFLOPs per figure
-(forward, 2 x multiply-adds, from layer shapes), figures/s and peak RSS.
+Each (arch, batch, input) runs in its own process (so peak RSS is its own): build and
+compile, `--warmup` untimed steps (tracing), then `--steps` timed steps, each one batch
+taken from the loader (Keras' PyDataset enqueuer, as model.fit uses it) and one
+`train_on_batch`. `--input new` is model.py's path (the host reads uint8 crops, the device
+augments, renders maps and computes the loss: model.FigureTrainer); `--input old` the
+previous one (the host warps, renders maps and sends float32 images and targets). Prints
+params, GFLOPs per figure, figures/s, the fraction of step time spent waiting for input,
+and peak RSS. Without --data, random figures are written to a temporary coco.npy.
 """
 import argparse
 import json
@@ -14,79 +19,152 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def measure(arch, size, batch, steps, warmup, width):
-    """One config in this process: dict of params, gflops, figures/s, peak RSS (MB)."""
-    import numpy as np
+def make_step(arch, size, width, batch, data, input_path, workers):
+    """(model, loader iterator, step function) for one configuration."""
+    import keras
 
     import model as M
-    net = M.compile_model(M.build_model(arch, 13, size, width), lr=2e-4)
-    m = net.outputs[0].shape[1]
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
-    target = np.concatenate([rng.uniform(-1, 1, (batch, m, m, 13)),
-                             np.ones((batch, m, m, 13))], axis=-1).astype(np.float32)
-    y = (target,) * len(net.outputs)
+    from bench_input import OldHostBatches
+    from confidence_maps import ARCH_CODECS
+    from figure_dataset import Augment, FigureBatches
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    batches = FigureBatches(data, batch_size=batch, size=size, augment=Augment(), steps=10 ** 6,
+                            workers=workers, max_queue_size=max(10, 2 * workers))
+    network = M.build_model(arch, batches.n_joints, size, width)
+    codec = ARCH_CODECS[arch]
+    if input_path == "new":
+        trainer = M.compile_model(M.make_trainer(network, batches, codec), lr=2e-4)
+        loader = batches
+        step = trainer.train_on_batch
+    else:
+        network.compile(optimizer=keras.optimizers.Adam(2e-4), loss=[OldJointMSE()] * 3,
+                        loss_weights=[M.LOSS_WEIGHTS["main"]] + [M.LOSS_WEIGHTS["side"]] * 2)
+        make = OldHostBatches(batches, stride=codec.stride)
+
+        class Old(keras.utils.PyDataset):
+            def __len__(self):
+                return len(batches)
+
+            def __getitem__(self, index):
+                return make(index)
+        loader = Old(workers=workers, max_queue_size=max(10, 2 * workers))
+
+        def step(data):
+            return network.train_on_batch(*data)
+    adapter = PyDatasetAdapter(loader, shuffle=False)
+    adapter.on_epoch_begin()
+    return network, iter(adapter.get_numpy_iterator()), step
+
+
+def OldJointMSE():  # noqa: N802 - a loss factory, named like the class it builds
+    """The old loss signature: y_true (B, M, M, 2J) = J target maps then J mask channels."""
+    import keras
+    from keras import ops
+
+    import model as M
+    fg = M.make_loss("fg_mse")
+
+    class Old(keras.losses.Loss):
+        def call(self, y_true, y_pred):
+            j = y_pred.shape[-1]
+            return fg.call((y_true[..., :j], y_true[..., j:][:, 0, 0, :]), y_pred)
+    return Old(name="old_joint_mse")
+
+
+def measure(arch, size, batch, steps, warmup, width, data, input_path, workers, mixed):
+    """One configuration in this process: dict of params, GFLOPs, figures/s, input wait, peak RSS."""
+    import keras
+
+    import model as M
+    keras.mixed_precision.set_dtype_policy(M.dtype_policy(mixed))
+    network, batches, step = make_step(arch, size, width, batch, data, input_path, workers)
     for _ in range(warmup):
-        net.train_on_batch(x, y)
-    start = time.perf_counter()
+        step(next(batches))
+    waited, start = 0.0, time.perf_counter()
     for _ in range(steps):
-        net.train_on_batch(x, y)
+        t = time.perf_counter()
+        data_batch = next(batches)
+        waited += time.perf_counter() - t
+        step(data_batch)  # returns host numbers: the step has finished on the device
     seconds = time.perf_counter() - start
-    return dict(arch=arch, batch=batch, params_m=net.count_params() / 1e6,
-                gflops=M.count_flops(net) / 1e9, figures_per_s=batch * steps / seconds,
+    return dict(arch=arch, batch=batch, input=input_path, mixed_precision=mixed,
+                backend=keras.backend.backend(), params_m=network.count_params() / 1e6,
+                gflops=M.count_flops(network) / 1e9, figures_per_s=batch * steps / seconds,
+                input_wait=waited / seconds,
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def run_child(args, arch, batch):
+def run_child(args, data, arch, batch, input_path):
     """measure() in a fresh process; returns its dict (or None if it failed)."""
-    cmd = [sys.executable, __file__, "--child", arch, str(batch), "--size", str(args.size),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--width", str(args.width)]
+    cmd = [sys.executable, __file__, "--child", arch, str(batch), input_path, "--size", str(args.size),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--width", str(args.width),
+           "--data", data, "--workers", str(args.workers)] + (["--mixed-precision"] if args.mixed_precision else [])
     result = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode or not lines:
-        print(f"{arch} batch {batch} failed:\n{result.stderr[-1500:]}", file=sys.stderr)
+        print(f"{arch} batch {batch} input {input_path} failed:\n{result.stderr[-1500:]}", file=sys.stderr)
         return None
+    print(lines[-1], flush=True)
     return json.loads(lines[-1])
 
 
 def report(rows, size):
-    """Print the table and the per-figure speed-up of simple over original at batch 8 and best."""
-    print(f"\ntraining throughput at {size}x{size} on {os.cpu_count()} CPU cores")
-    print(f"{'arch':9} {'batch':>5} {'params M':>9} {'GFLOPs':>7} {'fig/s':>7} {'peak RSS MB':>12}")
+    """Print the table and the per-figure speed-ups (simple vs original, new vs old input)."""
+    print(f"\ntraining throughput at {size}x{size}, {rows[0]['backend'] if rows else '?'} backend, "
+          f"{os.cpu_count()} CPU cores")
+    print(f"{'arch':9} {'input':5} {'batch':>5} {'params M':>9} {'GFLOPs':>7} {'fig/s':>8} {'input wait':>10} "
+          f"{'peak RSS MB':>12}")
     for r in rows:
-        print(f"{r['arch']:9} {r['batch']:5d} {r['params_m']:9.2f} {r['gflops']:7.2f} "
-              f"{r['figures_per_s']:7.2f} {r['peak_rss_mb']:12.0f}")
-    by = {a: [r for r in rows if r["arch"] == a] for a in ("simple", "original")}
-    if all(by.values()):
-        at8 = {a: next((r for r in rs if r["batch"] == 8), rs[0]) for a, rs in by.items()}
-        best = {a: max(rs, key=lambda r: r["figures_per_s"]) for a, rs in by.items()}
-        print(f"speed-up per figure at batch 8: {at8['simple']['figures_per_s'] / at8['original']['figures_per_s']:.1f}x; "
-              f"best vs best: {best['simple']['figures_per_s'] / best['original']['figures_per_s']:.1f}x "
-              f"(simple batch {best['simple']['batch']}, original batch {best['original']['batch']}); "
-              f"FLOPs ratio {at8['original']['gflops'] / at8['simple']['gflops']:.1f}x")
+        print(f"{r['arch']:9} {r['input']:5} {r['batch']:5d} {r['params_m']:9.2f} {r['gflops']:7.2f} "
+              f"{r['figures_per_s']:8.1f} {r['input_wait']:10.1%} {r['peak_rss_mb']:12.0f}")
+    best = {}
+    for r in rows:
+        key = (r["arch"], r["input"])
+        if key not in best or r["figures_per_s"] > best[key]["figures_per_s"]:
+            best[key] = r
+    if ("simple", "new") in best and ("original", "new") in best:
+        s, o = best[("simple", "new")], best[("original", "new")]
+        print(f"simple vs original (best batch each): {s['figures_per_s'] / o['figures_per_s']:.1f}x faster per "
+              f"figure; FLOPs ratio {o['gflops'] / s['gflops']:.1f}x")
+    if ("simple", "new") in best and ("simple", "old") in best:
+        n, o = best[("simple", "new")], best[("simple", "old")]
+        print(f"new vs old input path (simple, best batch each): {n['figures_per_s'] / o['figures_per_s']:.1f}x")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=320, help="input size of both networks")
-    p.add_argument("--steps", type=int, default=3, help="timed train steps per config")
+    p.add_argument("--data", help="a coco.npy (default: random figures in a temporary file)")
+    p.add_argument("--size", type=int, default=320, help="input size of the networks")
+    p.add_argument("--steps", type=int, default=3, help="timed train steps per configuration")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (tracing)")
-    p.add_argument("--width", type=float, default=1.0, help="--width of both networks")
-    p.add_argument("--simple-batches", type=int, nargs="+", default=[8, 16, 32], help="batches for simple")
-    p.add_argument("--original-batches", type=int, nargs="+", default=[8], help="batches for original")
-    p.add_argument("--child", nargs=2, metavar=("ARCH", "BATCH"), help=argparse.SUPPRESS)
+    p.add_argument("--width", type=float, default=1.0, help="--width of the networks")
+    p.add_argument("--simple-batches", type=int, nargs="*", default=[8, 16, 32], help="batches for simple")
+    p.add_argument("--original-batches", type=int, nargs="*", default=[8], help="batches for original")
+    p.add_argument("--input", nargs="+", choices=("new", "old"), default=["new"], help="input paths to time")
+    p.add_argument("--workers", type=int, default=2, help="loader threads (model.py's default)")
+    p.add_argument("--mixed-precision", action="store_true", help="as model.py --mixed-precision")
+    p.add_argument("--child", nargs=3, metavar=("ARCH", "BATCH", "INPUT"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        arch, batch = args.child
-        print(json.dumps(measure(arch, args.size, int(batch), args.steps, args.warmup, args.width)))
+        arch, batch, input_path = args.child
+        print(json.dumps(measure(arch, args.size, int(batch), args.steps, args.warmup, args.width, args.data,
+                                 input_path, args.workers, args.mixed_precision)))
         return
-    rows = [run_child(args, "simple", b) for b in args.simple_batches]
-    rows += [run_child(args, "original", b) for b in args.original_batches]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data
+        if data is None:
+            from synthetic_coco import random_figures_file
+            data = random_figures_file(os.path.join(tmp, "coco.npy"), n=64, size=320)
+        rows = [run_child(args, data, arch, b, i) for i in args.input
+                for arch, batches in (("simple", args.simple_batches), ("original", args.original_batches))
+                for b in batches]
     report([r for r in rows if r], args.size)
 
 

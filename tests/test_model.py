@@ -12,7 +12,8 @@ import pytest
 from conftest import REPO, run_script
 from test_figure_dataset import write_figures
 
-from figure_dataset import NO_AUGMENT
+from confidence_maps import ARCH_CODECS
+from figure_dataset import NO_AUGMENT, FigureBatches
 
 import model as M
 
@@ -55,21 +56,36 @@ def test_flops_of_the_original_match_the_reference():
 def test_loss_counts_only_labelled_joints():
     pred = np.zeros((1, 2, 2, 2), np.float32)
     target = np.array([0.5, -1.0], np.float32) * np.ones((1, 2, 2, 2), np.float32)
-    mask = np.ones((1, 2, 2, 2), np.float32) * np.array([1.0, 0.0], np.float32)
-    y_true = np.concatenate([target, mask], axis=-1)
-    loss = float(M.JointMSE()(y_true, pred))
+    weights = np.array([[1.0, 0.0]], np.float32)
+    loss = float(M.JointMSE()((target, weights), pred))
     assert loss == pytest.approx(0.25)  # joint 0: mean (0.5)^2; joint 1 unlabelled (would add 1)
-    mask[..., 1] = 1.0
-    assert float(M.JointMSE()(np.concatenate([target, mask], -1), pred)) == pytest.approx(1.25)
+    weights[:, 1] = 1.0
+    assert float(M.JointMSE()((target, weights), pred)) == pytest.approx(1.25)
+
+
+def make_trainer(data, **network):
+    """A compiled FigureTrainer of a small network on 4-figure batches of `data`, and the batches."""
+    batches = FigureBatches(data, batch_size=4, augment=NO_AUGMENT, shuffle=False)
+    trainer = M.make_trainer(M.build_model("simple", **{**SMALL, **network}), batches, ARCH_CODECS["simple"])
+    return M.compile_model(trainer, lr=2e-3), batches
+
+
+def test_trainer_loss_is_the_weighted_sum_of_outputs(tiny_data):
+    """10 x main + 5 x each side output, every output against one target made on the device."""
+    trainer, batches = make_trainer(tiny_data)
+    out = trainer(batches[0])
+    target = (out["target"], out["weights"])
+    parts = [float(trainer.joint_mse(target, o)) for o in out["outputs"]]
+    assert float(trainer.compute_loss(y_pred=out)) == pytest.approx(10 * parts[0] + 5 * parts[1] + 5 * parts[2],
+                                                                     rel=1e-5)
+    maps = ARCH_CODECS["simple"].encode(np.asarray(out["keypoints"]), 64)[0]
+    np.testing.assert_allclose(np.asarray(out["target"]), maps * 2 - 1, atol=1e-5)
 
 
 def test_loss_falls_on_a_tiny_set(tiny_data):
-    from figure_dataset import NO_AUGMENT, FigureDataset
     keras.utils.set_random_seed(0)
-    ds = FigureDataset(tiny_data, batch_size=4, augment=NO_AUGMENT, shuffle=False)
-    model = M.compile_model(M.build_model("simple", **SMALL), lr=2e-3)
-    x, y = ds[0]
-    losses = [model.train_on_batch(x, y)[0] for _ in range(15)]
+    trainer, batches = make_trainer(tiny_data)
+    losses = [trainer.train_on_batch(batches[0])[0] for _ in range(15)]
     assert losses[-1] < 0.7 * losses[0]
 
 
@@ -131,15 +147,13 @@ def test_backbone_features_load_local_weights_and_stay_frozen(tmp_path, monkeypa
     (tmp_path / "models").mkdir()
     with h5py.File(tmp_path / "models" / M.BACKBONES["resnet50"][2], "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, source)
-    model = M.compile_model(M.build_model("simple", n_joints=13, size=64, width=0.25,
-                                          backbone_features="resnet50"), lr=1e-3)
-    trunk = model.get_layer("resnet50_features")
+    data = write_figures(tmp_path / "coco.npy", n=4, size=64)
+    trainer, batches = make_trainer(data, backbone_features="resnet50")
+    trunk = trainer.network.get_layer("resnet50_features")
     kernel = trunk.get_layer("conv1_conv").kernel
     np.testing.assert_array_equal(np.asarray(kernel), np.asarray(source.get_layer("conv1_conv").kernel))
     before = np.asarray(kernel).copy()
-    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
-    y = np.concatenate([np.full((2, 16, 16, 13), -1.0), np.ones((2, 16, 16, 13))], -1).astype("float32")
-    model.train_on_batch(x, (y, y, y))
+    trainer.train_on_batch(batches[0])
     np.testing.assert_array_equal(np.asarray(kernel), before)
 
 
@@ -159,6 +173,8 @@ class KillAfter(keras.callbacks.Callback):
 
 
 def test_resume_continues_the_same_run(tiny_data, tmp_path):
+    """Killed in epoch 2 then resumed: the log continues and ends where an unbroken run ends
+    (the same seed gives the same augmented batches)."""
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         M.train(small_config(tiny_data, out), extra_callbacks=[KillAfter(epoch=1, batch=0)])
@@ -166,6 +182,9 @@ def test_resume_continues_the_same_run(tiny_data, tmp_path):
     M.train(small_config(tiny_data, out, resume=True))
     rows = read_log(out)
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    M.train(small_config(tiny_data, tmp_path / "unbroken"))
+    unbroken = read_log(tmp_path / "unbroken")
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], [float(r["loss"]) for r in unbroken], rtol=1e-3)
     for name in ("best.keras", "last.keras", "curves.png", "eval/0002_heatmap.png",
                  "eval/0002_overlap.png", "eval/0002_img_GT.png", "eval/0002_heatmap_GT.png"):
         assert (out / name).exists(), name
