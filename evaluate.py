@@ -591,16 +591,19 @@ def parse_bbox(text):
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
-        raise argparse.ArgumentTypeError(f"--bbox must be x,y,w,h with w, h > 0, not {text!r}")
+    if len(values) != 4 or not np.all(np.isfinite(values)) or values[2] <= 0 or values[3] <= 0:
+        raise argparse.ArgumentTypeError(f"must be x,y,w,h (finite numbers, w, h > 0), not {text!r}")
     return values
 
 
 def parse_ids(text):
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        ids = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--image-ids must be comma-separated integers, not {text!r}") from None
+        ids = []
+    if not ids:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers (at least one), not {text!r}")
+    return ids
 
 
 def list_images(paths):
@@ -821,10 +824,47 @@ def load_model_checked(path):
         return model_lib.load_trained_model(path), model_lib.predict_maps
     except (ValueError, OSError) as err:
         raise InputError(str(err)) from None
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (no usage block), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def int_at_least(low):
+    """An argparse type: an integer >= low (checked at parse time, so no run starts with a wrong value)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, not {text!r}")
+        return value
+    return parse
+
+
+def fraction(text):
+    """An argparse type: a number in [0, 1] (NaN would silently hide every joint)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], not {text!r}")
+    return value
+
+
+def split_name(text):
+    """An argparse type: a COCO split name such as val2017; it becomes part of file names, so no paths."""
+    if not text or not all(c.isalnum() or c in "_-" for c in text):
+        raise argparse.ArgumentTypeError(f"must be a split name like val2017 (letters, digits, _ and -), "
+                                         f"not {text!r}")
+    return text
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="evaluate.py",
         description="Evaluate a figure-pose model (or, with --oracle, the stored ground-truth maps) on a "
                     "coco.npy: PCK, errors in original pixels, COCO keypoint AP/AR (pycocotools), the "
@@ -846,16 +886,20 @@ def build_parser():
     ev.add_argument("--coco-root", help="COCO folder with annotations/person_keypoints_<split>.json, for AP/AR "
                                         "against the original annotations (without it: AP/AR approximate, "
                                         "from the figures with bbox area)")
-    ev.add_argument("--split", help="COCO split of --data (default: from the coco.npy sidecar, else val2017)")
+    ev.add_argument("--split", type=split_name,
+                    help="COCO split of --data, e.g. val2017 (default: from the coco.npy sidecar, else val2017)")
     ev.add_argument("--train-data", help="training coco.npy, for the mean-pose baseline (default: the "
                                          "evaluated figures themselves, labelled so)")
-    ev.add_argument("--limit", type=int, help="evaluate only the first N selected figures")
-    ev.add_argument("--image-ids", type=parse_ids, help="evaluate only figures of these COCO image ids (a,b,c)")
+    ev.add_argument("--limit", type=int_at_least(1), metavar="N",
+                    help="evaluate only the first N selected figures (N >= 1)")
+    ev.add_argument("--image-ids", type=parse_ids, metavar="A,B,C",
+                    help="evaluate only figures of these COCO image ids (at least one)")
     ev.add_argument("--compare-decoding", action="store_true",
                     help="also score every --refine with and without --flip-test (metrics.json "
                          "decoding_comparison)")
-    ev.add_argument("--pictures", type=int, default=8,
-                    help="figures in examples.png (the first ones) and in worst.png (largest error); 0: none")
+    ev.add_argument("--pictures", type=int_at_least(0), default=8, metavar="N",
+                    help="figures in examples.png (the first ones) and in worst.png (largest error); "
+                         "N >= 0, 0: none")
     dec = parser.add_argument_group("decoding (evaluation and --images)")
     dec.add_argument("--refine", choices=REFINES, default="dark",
                      help="sub-pixel refinement of the map peak: dark (Taylor step on the smoothed log map), "
@@ -863,14 +907,17 @@ def build_parser():
     dec.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                      help="average the maps of each figure and of its mirror image (un-flipped, left/right "
                           "swapped); on by default: AP 0.672 vs 0.651 without it on the sample model")
-    dec.add_argument("--batch-size", type=int, default=16, help="figures per model call")
+    dec.add_argument("--batch-size", type=int_at_least(1), default=16, metavar="N",
+                     help="figures per model call (N >= 1)")
     inf = parser.add_argument_group("inference on images (--images)")
-    inf.add_argument("--bbox", type=parse_bbox, help="x,y,w,h of the figure in every image (original pixels); "
-                                                     "default: the whole image is the figure")
+    inf.add_argument("--bbox", type=parse_bbox, metavar="X,Y,W,H",
+                     help="the figure's box in every image (original pixels; w, h > 0; images it does not "
+                          "overlap are skipped); default: the whole image is the figure")
     inf.add_argument("--annotations", help="COCO-format JSON with a person bbox (and optional segmentation "
                                            "mask) per image file name; images without one use the whole image")
-    inf.add_argument("--min-confidence", type=float, default=0.2,
-                     help="joints below this confidence are not drawn on the overlays (all are written)")
+    inf.add_argument("--min-confidence", type=fraction, default=0.2, metavar="C",
+                     help="joints below this confidence (0 <= C <= 1) are not drawn on the overlays "
+                          "(all are written)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -889,8 +936,14 @@ def check_args(parser, args):
             parser.error("give --model or --oracle")
     if args.bbox and args.annotations:
         parser.error("give --bbox or --annotations, not both")
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+    evaluation_only = [flag for flag, value in (
+        ("--data", args.data), ("--coco-root", args.coco_root), ("--split", args.split),
+        ("--train-data", args.train_data), ("--limit", args.limit), ("--image-ids", args.image_ids),
+        ("--compare-decoding", args.compare_decoding)) if value]
+    if (args.images or args.export) and evaluation_only:
+        parser.error(f"{', '.join(evaluation_only)}: only for evaluation, not with --images or --export")
+    if (args.bbox or args.annotations) and not args.images:
+        parser.error("--bbox and --annotations crop the --images: give --images")
 
 
 def main(argv=None):
@@ -898,8 +951,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_args(parser, args)
     try:
-        if args.limit is not None and args.limit < 1:
-            raise InputError(f"empty selection: --limit {args.limit}")
         if args.images:             # cheap checks first: fail before loading TensorFlow
             list_images(args.images)
         elif not args.export:
