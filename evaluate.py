@@ -33,7 +33,7 @@ import numpy as np
 from coco_process import InputError, load_coco_annotations
 from confidence_maps import (SIGMA, STRIDE, decode_keypoints, dequantise_maps, flip_maps,
                              quantise_maps, render_confidence_maps)
-from figures import (COCO_OKS_SIGMAS, apply_affine, canvas_image, coco_indices,
+from figures import (COCO_OKS_SIGMAS, JOINT_SETS, apply_affine, bbox_mask, canvas_image, coco_indices,
                      figure_joint_names, flip_permutation, invert_affine, joint_names, open_figures,
                      draw_skeleton, heat_image, read_sidecar, render_figure, summed_maps)
 from metrics import figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
@@ -140,6 +140,7 @@ def gt_dataset_from_annotations(annotations, annotation_ids, names):
     image_ids = {a["image_id"] for a in anns}
     gt_anns = []
     for a in anns:
+        check_gt_annotation(a)
         kp = select_joints(a["keypoints"], names)
         gt_anns.append({"id": a["id"], "image_id": a["image_id"], "category_id": PERSON_CATEGORY_ID,
                         "keypoints": kp, "num_keypoints": int(np.count_nonzero(np.asarray(kp)[2::3] > 0)),
@@ -147,6 +148,19 @@ def gt_dataset_from_annotations(annotations, annotation_ids, names):
                         "iscrowd": int(a.get("iscrowd", 0))})
     images = [dict(im) for im in annotations["images"] if im["id"] in image_ids]
     return {"images": images, "annotations": gt_anns, "categories": [person_category(names)]}
+
+
+def check_gt_annotation(ann):
+    """One-line InputError (naming the annotation id) for a ground-truth annotation AP cannot be scored on."""
+    def numbers(value, count):
+        return isinstance(value, list) and len(value) == count and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)
+    problems = [what for what, ok in (
+        ("keypoints are not 17 * 3 numbers", numbers(ann.get("keypoints"), 51)),
+        ("no numeric area", numbers([ann.get("area")], 1)),
+        ("bbox is not 4 numbers", numbers(ann.get("bbox"), 4))) if not ok]
+    if problems:
+        raise InputError(f"annotation {ann['id']} of the --coco-root annotation file: {'; '.join(problems)}")
 
 
 def gt_dataset_from_figures(image_ids, annotation_ids, bboxes, keypoints_orig, names):
@@ -350,11 +364,11 @@ def plot_pck_per_joint(path, per_joint, names, baseline=None, title=""):
 
 # ----------------------------------------------------------------------------- evaluation driver
 
-def load_figures_checked(path):
+def load_figures_checked(path, flag="--data"):
     try:
         return open_figures(path)
     except (FileNotFoundError, ValueError, OSError) as err:
-        raise InputError(str(err)) from None
+        raise InputError(f"{flag} {err}") from None
 
 
 def load_annotations(coco_root, split):
@@ -367,8 +381,16 @@ def load_annotations(coco_root, split):
 
 
 def infer_split(data_path, default="val2017"):
-    """The split a coco.npy was made from (its sidecar's annotation file name), else `default`."""
-    ann = str(read_sidecar(data_path).get("settings", {}).get("annotations", ""))
+    """The split a coco.npy was made from (its sidecar's annotation file name), else `default`.
+
+    A broken sidecar is an error, not the default: the split names the annotation file AP is scored on.
+    """
+    try:
+        settings = read_sidecar(data_path).get("settings", {})
+        ann = str(settings.get("annotations", ""))
+    except (ValueError, OSError, AttributeError) as err:   # not JSON, unreadable, or not {"settings": {...}}
+        raise InputError(f"cannot read the split from {data_path}.json, the sidecar of --data "
+                         f"({type(err).__name__}: {err}): repair it or give --split") from None
     base = os.path.basename(ann)
     if base.startswith("person_keypoints_") and base.endswith(".json"):
         return base[len("person_keypoints_"):-len(".json")]
@@ -515,7 +537,8 @@ def run_evaluation(args, model=None, predict=None):
     if model is not None:
         out_shape = tuple(model.outputs[0].shape)
         if out_shape[-1] != len(names):
-            raise InputError(f"the model predicts {out_shape[-1]} joints but {args.data} has {len(names)}")
+            raise InputError(f"--model {args.model} predicts {out_shape[-1]} joints but --data {args.data} "
+                             f"has {len(names)}")
     if args.coco_root:
         annotations = load_annotations(args.coco_root, split)
         gt_dataset = gt_dataset_from_annotations(annotations, meta["annotation_id"], names)
@@ -546,13 +569,15 @@ def run_evaluation(args, model=None, predict=None):
                "seconds_predict_decode": round(seconds, 2), **metrics}
     # mean-pose baseline
     if args.train_data:
-        train = load_figures_checked(args.train_data)
+        train = load_figures_checked(args.train_data, "--train-data")
         if train.dtype["keypoints"].shape != figures.dtype["keypoints"].shape:
-            raise InputError(f"{args.train_data} and {args.data} have different joints")
+            raise InputError(f"--train-data {args.train_data} has {train.dtype['keypoints'].shape[0]} joints, "
+                             f"--data {args.data} {len(names)}")
         train_kp = np.asarray(train["keypoints"], dtype=np.float64)
         train_sizes = np.unique(np.asarray(train["canvas_size"]))
         if len(train_sizes) != 1 or int(train_sizes[0]) != size:
-            raise InputError(f"{args.train_data} has canvas size {train_sizes.tolist()}, {args.data} {size}")
+            raise InputError(f"--train-data {args.train_data} has canvas size {train_sizes.tolist()}, "
+                             f"--data {args.data} {size}")
         label = "mean pose (training figures)"
     else:
         train_kp = meta["keypoints"]
@@ -821,9 +846,16 @@ def load_model_checked(path):
         raise InputError(f"{path} is a folder, not a figure-pose model (.keras file)")
     model_lib = import_model_lib()
     try:
-        return model_lib.load_trained_model(path), model_lib.predict_maps
+        model = model_lib.load_trained_model(path)
     except (ValueError, OSError) as err:
         raise InputError(str(err)) from None
+    n_joints = int(model.outputs[0].shape[-1])
+    if n_joints not in JOINT_SETS:
+        raise InputError(f"--model {path} predicts {n_joints} joints; figure-pose models predict "
+                         f"{' or '.join(map(str, sorted(JOINT_SETS)))}")
+    return model, model_lib.predict_maps
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line on stderr (no usage block), like every other error."""
 
@@ -956,7 +988,7 @@ def main(argv=None):
         elif not args.export:
             load_figures_checked(args.data)
             if args.train_data:
-                load_figures_checked(args.train_data)
+                load_figures_checked(args.train_data, "--train-data")
         model, predict = load_model_checked(args.model) if args.model else (None, None)
         if args.export:
             path = export_model(model, args.export, args.out)
