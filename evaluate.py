@@ -333,7 +333,7 @@ def write_grid(path, rows, captions, tile=192):
         strip = np.full((18, row.shape[1], 3), 255, np.uint8)
         cv2.putText(strip, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
         body += [row, strip]
-    cv2.imwrite(path, cv2.cvtColor(np.concatenate([header] + body, axis=0), cv2.COLOR_RGB2BGR))
+    write_png(path, np.concatenate([header] + body, axis=0))
 
 
 def plot_pck_per_joint(path, per_joint, names, baseline=None, title=""):
@@ -358,11 +358,58 @@ def plot_pck_per_joint(path, per_joint, names, baseline=None, title=""):
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper center", ncol=len(THRESHOLDS) + 1, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
+    write_atomic(path, png.getvalue())
 
 
 # ----------------------------------------------------------------------------- evaluation driver
+
+def check_out_dir(path):
+    """Fail before any work, with one line, if --out cannot be (or become) a writable folder.
+
+    Nothing is created here, so a run that fails later on its inputs leaves no empty --out behind.
+    """
+    existing = path
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing.rstrip(os.sep))
+    existing = existing or "."
+    if not os.path.isdir(existing):
+        raise InputError(f"--out {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {path}: {existing} is not writable")
+
+
+def make_out_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create --out {path} ({err.strerror})") from None
+
+
+def write_atomic(path, data):
+    """Write bytes (or text) to `path` via `<path>.partial` and a rename: a killed run never leaves half a file."""
+    tmp = path + ".partial"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise InputError(f"cannot write {path} ({err.strerror})") from None
+
+
+def write_json(path, obj, indent=2):
+    write_atomic(path, json.dumps(obj, indent=indent))
+
+
+def write_png(path, rgb):
+    """An RGB uint8 image as a PNG, atomically (cv2.imwrite would fail silently)."""
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"cannot encode {path} as PNG")
+    write_atomic(path, png.tobytes())
+
 
 def load_figures_checked(path, flag="--data"):
     try:
@@ -549,7 +596,7 @@ def run_evaluation(args, model=None, predict=None):
         gt_source = "figures (no --coco-root)"
         notes.append("no --coco-root: AP/AR use ground truth rebuilt from the figures with area = bbox w*h "
                      "instead of the segmentation area, so they are approximate (optimistic)")
-    os.makedirs(args.out, exist_ok=True)
+    make_out_dir(args.out)
     started = time.time()
     preds, shown = predict_all(figures, index, args, names, model, predict)
     seconds = time.time() - started
@@ -594,11 +641,8 @@ def run_evaluation(args, model=None, predict=None):
                 k: m[k] for k in ("pck@0.05", "pck@0.1", "pck@0.2", "mean_error_px", "median_error_px",
                                   "oks_mean", "ap", "ap50", "ap75", "ar") if k in m}
     metrics["notes"] = notes
-    # files
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    with open(os.path.join(args.out, f"keypoints_{split}_results.json"), "w") as f:
-        json.dump(results, f)
+    # files, each written atomically; metrics.json last, so it exists only for a finished run
+    write_json(os.path.join(args.out, f"keypoints_{split}_results.json"), results, indent=None)
     if args.pictures > 0:
         labelled = np.isfinite(per_figure)
         order = np.argsort(np.where(labelled, -per_figure, np.inf))[:args.pictures]
@@ -606,6 +650,7 @@ def run_evaluation(args, model=None, predict=None):
         write_pictures(args.out, figures, index, pred, per_figure, shown, worst, names)
     plot_pck_per_joint(os.path.join(args.out, "pck_per_joint.png"), metrics["pck_per_joint"], names,
                        metrics["baseline"]["pck_per_joint"], title=f"{metrics['source']} on {args.data}")
+    write_json(os.path.join(args.out, "metrics.json"), metrics)
     return metrics
 
 
@@ -710,8 +755,7 @@ def run_inference(args, model, predict):
     names = joint_names(n_joints)
     size = int(model.inputs[0].shape[1])
     perm = flip_permutation(list(names))
-    os.makedirs(args.out, exist_ok=True)
-    entries, unreadable, used = [], [], set()
+    entries, unreadable, skipped, used = [], [], [], set()
     for path in tqdm(files, desc="images", unit="img", disable=True if args.quiet else None):
         image = read_image(path)
         if image is None:
@@ -737,7 +781,8 @@ def run_inference(args, model, predict):
             n += 1
             name = f"{stem}_{n}_pose.png"
         used.add(name)
-        cv2.imwrite(os.path.join(args.out, name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        make_out_dir(args.out)                  # only now: a run that predicts nothing leaves no folder
+        write_png(os.path.join(args.out, name), overlay)
         entries.append({"file": path, "width": image.shape[1], "height": image.shape[0],
                         "overlay": name, "figures": figures_out})
     summary = {"model": args.model, "joint_names": list(names), "coordinates": "original image pixels, x right, "
@@ -763,37 +808,57 @@ def export_model(model, kind, out_dir):
     Input: float32 (1, S, S, 3) = model.preprocess_images(RGB uint8 canvas) in [-1, 1];
     output: float32 (1, M, M, J) in tanh range [-1, 1] (maps = (out + 1) / 2). export.json
     beside it records S, M, the joint names and the decoding settings.
+
+    Atomic: the export is written to `<path>.partial` and renamed at the end (export.json
+    after it), so a killed export leaves nothing at `path` that loads as an export; the
+    `.partial` of a killed run is removed by the next one.
     """
+    import tempfile
+
     import keras
     import tensorflow as tf
-    os.makedirs(out_dir, exist_ok=True)
+    make_out_dir(out_dir)
     main = keras.Model(model.inputs[0], model.outputs[0], name="figure_pose_export")
     size = int(model.inputs[0].shape[1])
     m = int(model.outputs[0].shape[1])
     n_joints = int(model.outputs[0].shape[-1])
-    signature = [tf.TensorSpec((None, size, size, 3), tf.float32, name="figure")]
-    if kind == "saved_model":
-        path = os.path.join(out_dir, "saved_model")
-        with contextlib.redirect_stdout(io.StringIO()):
-            main.export(path, format="tf_saved_model", verbose=False, input_signature=signature)
-    else:
-        import tempfile
-        path = os.path.join(out_dir, "model.tflite")
-        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            main.export(tmp, format="tf_saved_model", verbose=False,
-                        input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32, name="figure")])
-            converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-            flat = converter.convert()
-        with open(path, "wb") as f:
-            f.write(flat)
+    path = os.path.join(out_dir, "saved_model" if kind == "saved_model" else "model.tflite")
+    partial = path + ".partial"
+    try:
+        remove_path(partial)
+        if kind == "saved_model":
+            with contextlib.redirect_stdout(io.StringIO()):
+                main.export(partial, format="tf_saved_model", verbose=False,
+                            input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="figure")])
+        else:
+            with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+                main.export(tmp, format="tf_saved_model", verbose=False,
+                            input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32, name="figure")])
+                flat = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+            with open(partial, "wb") as f:
+                f.write(flat)
+        remove_path(os.path.join(out_dir, "export.json"))   # never beside another export than its own
+        if os.path.isdir(path):                                # a folder cannot be renamed over a full one
+            remove_path(path)
+        os.replace(partial, path)
+    except OSError as err:
+        raise InputError(f"cannot write the export {path} ({err.strerror or err})") from None
     info = {"format": kind, "path": os.path.basename(path), "input_size": size, "map_size": m,
             "joint_names": list(joint_names(n_joints)), "sigma_map_px": SIGMA / STRIDE,
             "input": "float32 (1, S, S, 3) RGB canvas / 127.5 - 1 (model.preprocess_images)",
             "output": "float32 (1, M, M, J) tanh; maps = clip((out + 1) / 2, 0, 1); "
                       "decode with confidence_maps.decode_keypoints(maps, stride=S / M)"}
-    with open(os.path.join(out_dir, "export.json"), "w") as f:
-        json.dump(info, f, indent=2)
+    write_json(os.path.join(out_dir, "export.json"), info)
     return path
+
+
+def remove_path(path):
+    """Remove a file or folder if it is there (the leftover of a killed run)."""
+    import shutil
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 def exported_predictor(path):
@@ -983,6 +1048,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_args(parser, args)
     try:
+        check_out_dir(args.out)
         if args.images:             # cheap checks first: fail before loading TensorFlow
             list_images(args.images)
         elif not args.export:
