@@ -701,49 +701,116 @@ def load_box_annotations(path):
         raise InputError(f"cannot read --annotations {path} ({err.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"--annotations {path} is not JSON ({err})") from None
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise InputError(f"--annotations {path} is not COCO format (needs images and annotations)")
-    names = {im["id"]: os.path.basename(im["file_name"]) for im in data["images"]}
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise InputError(f"--annotations {path} is not COCO format (needs lists images and annotations)")
+    names = {}
+    for k, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
+            raise InputError(f"--annotations {path}: images[{k}] needs an id and a file_name")
+        names[im["id"]] = os.path.basename(im["file_name"])
     boxes = {}
-    for ann in data["annotations"]:
-        if ann.get("category_id", PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID or "bbox" not in ann \
-                or ann.get("iscrowd", 0):
+    for k, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise InputError(f"--annotations {path}: annotations[{k}] is not an object")
+        if ann.get("category_id", PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID or ann.get("iscrowd", 0):
             continue
+        problem = annotation_problem(ann)
+        if problem:
+            raise InputError(f"--annotations {path}: annotation {ann.get('id', f'[{k}]')} {problem}")
         if ann["image_id"] in names:
             boxes.setdefault(names[ann["image_id"]], []).append(ann)
     return boxes
 
 
+def annotation_problem(ann):
+    """What makes a person annotation unusable as a crop (None if nothing): checked up front, so a
+    malformed --annotations file is one line before the model loads, not a traceback mid-run."""
+    def numbers(values, least=0):
+        return isinstance(values, list) and len(values) >= least and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values)
+    seg = ann.get("segmentation")
+    if "image_id" not in ann:
+        return "has no image_id"
+    if not numbers(ann.get("bbox")) or len(ann["bbox"]) != 4:
+        return "has no bbox of 4 numbers x, y, w, h"
+    if not seg:
+        return None
+    if isinstance(seg, list) and all(numbers(p, 6) and len(p) % 2 == 0 for p in seg):
+        return None
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), (str, list)) and numbers(seg.get("size")) \
+            and len(seg["size"]) == 2:
+        return None
+    return "has a segmentation that is neither polygons (lists of x, y, ...) nor RLE {counts, size}"
+
+
 def annotation_mask(ann, height, width):
-    """Person mask of a COCO annotation (polygons or RLE), or None if it has no segmentation."""
+    """Person mask of a COCO annotation (polygons or RLE), or None if it has no segmentation.
+
+    Raises ValueError if pycocotools cannot decode it (it raises bare Exceptions for bad input).
+    """
     from pycocotools import mask as mask_utils
     seg = ann.get("segmentation")
     if not seg:
         return None
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    elif isinstance(seg.get("counts"), list):
-        rle = mask_utils.frPyObjects(seg, height, width)
-    else:
-        rle = seg
-    return mask_utils.decode(rle)
+    try:
+        if isinstance(seg, list):
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+        elif isinstance(seg.get("counts"), list):
+            rle = mask_utils.frPyObjects(seg, height, width)
+        else:
+            rle = seg
+        return mask_utils.decode(rle)
+    except Exception as err:  # noqa: BLE001 - pycocotools' own errors are plain Exception
+        raise ValueError(f"unreadable segmentation ({err})") from None
 
 
 def read_image(path):
-    """RGB uint8 image, or None if the file cannot be decoded."""
-    data = np.fromfile(path, dtype=np.uint8) if os.path.getsize(path) else np.zeros(0, np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    """RGB uint8 image, or None if the file cannot be read or decoded."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except (OSError, cv2.error):
+        return None
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def check_crop(bbox, mask, height, width):
+    """ValueError if the figure box shows nothing of the image: its canvas would be blank, and the
+    model answers a blank canvas with confident keypoints."""
+    if not bbox[2] > 0 or not bbox[3] > 0:
+        raise ValueError("box has no area")
+    inside = bbox_mask(bbox, height, width)
+    if not inside.any():
+        raise ValueError(f"box lies outside the {width}x{height} image")
+    if mask is not None:
+        if mask.shape != (height, width):
+            raise ValueError(f"segmentation is {mask.shape[1]}x{mask.shape[0]}, the image {width}x{height}")
+        if not (inside & mask.astype(np.uint8)).any():
+            raise ValueError("segmentation has no pixel inside the box")
+
+
 def crops_for(image, file_name, bbox, boxes):
-    """[(bbox, mask or None, source)] of the figures to find in one image."""
+    """The figures to find in one image: [(bbox, mask or None, source)], and the skipped ones
+    [{"bbox", "crop", "reason"}] whose box cannot be cropped from this image."""
     height, width = image.shape[:2]
     if bbox is not None:
-        return [(bbox, None, "--bbox")]
-    if boxes is not None and boxes.get(file_name):
-        return [(ann["bbox"], annotation_mask(ann, height, width), "annotation") for ann in boxes[file_name]]
-    return [([0.0, 0.0, float(width), float(height)], None, "whole image")]
+        wanted = [(bbox, None, "--bbox")]
+    elif boxes is not None and boxes.get(file_name):
+        wanted = [(ann["bbox"], ann, "annotation") for ann in boxes[file_name]]
+    else:
+        wanted = [([0.0, 0.0, float(width), float(height)], None, "whole image")]
+    crops, skipped = [], []
+    for bb, ann, source in wanted:
+        try:
+            mask = annotation_mask(ann, height, width) if ann is not None else None
+            check_crop(bb, mask, height, width)
+        except ValueError as err:
+            name = f"annotation {ann.get('id', '')}".strip() if ann is not None else source
+            skipped.append({"bbox": [float(v) for v in bb], "crop": source, "reason": f"{name}: {err}"})
+            continue
+        crops.append((bb, mask, source))
+    return crops, skipped
 
 
 def run_inference(args, model, predict):
@@ -761,7 +828,10 @@ def run_inference(args, model, predict):
         if image is None:
             unreadable.append(path)
             continue
-        crops = crops_for(image, os.path.basename(path), args.bbox, boxes)
+        crops, dropped = crops_for(image, os.path.basename(path), args.bbox, boxes)
+        skipped += [{"file": path, **d} for d in dropped]
+        if not crops:
+            continue
         canvases, affines = zip(*(render_figure(image, mask, bb, size) for bb, mask, _ in crops))
         maps = model_maps(model, predict, np.stack(canvases), args.flip_test, perm, args.batch_size)
         kp = decode(maps, size, size, args.refine)
@@ -787,16 +857,20 @@ def run_inference(args, model, predict):
                         "overlay": name, "figures": figures_out})
     summary = {"model": args.model, "joint_names": list(names), "coordinates": "original image pixels, x right, "
                "y down, integers at pixel centres; each joint [x, y, confidence]",
-               "decoding": variant_name(args.refine, args.flip_test), "images": entries, "unreadable": unreadable}
+               "decoding": variant_name(args.refine, args.flip_test), "images": entries, "unreadable": unreadable,
+               "skipped_figures": skipped}
+    problems = [f"{p}: unreadable" for p in unreadable] + [f"{d['file']}: {d['reason']}" for d in skipped]
     if not entries:
-        raise InputError(f"none of the {len(files)} images could be read ({', '.join(unreadable[:3])}"
-                         f"{', ...' if len(unreadable) > 3 else ''})")
-    with open(os.path.join(args.out, "predictions.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    for path in unreadable:
-        print(f"skipped unreadable image: {path}", file=sys.stderr)
-    print(f"images: {len(entries)} predicted, {len(unreadable)} unreadable (skipped); "
-          f"wrote {os.path.join(args.out, 'predictions.json')} and {len(entries)} overlays")
+        raise InputError(f"none of the {len(files)} images could be read and cropped ({'; '.join(problems[:3])}"
+                         f"{'; ...' if len(problems) > 3 else ''})")
+    write_json(os.path.join(args.out, "predictions.json"), summary)
+    for problem in problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    whole = sum(f["crop"] == "whole image" for e in entries for f in e["figures"])
+    print(f"images: {len(entries)} predicted, {len(unreadable)} unreadable (skipped), {len(skipped)} figures "
+          f"skipped (named in predictions.json skipped_figures)"
+          + (f", {whole} without a box in --annotations (whole image used)" if boxes is not None and whole else "")
+          + f"; wrote {os.path.join(args.out, 'predictions.json')} and {len(entries)} overlays")
     return summary
 
 
