@@ -573,6 +573,23 @@ def print_table(metrics, file=sys.stdout):
         print(f"note: {note}", file=file)
 
 
+def baseline_keypoints(args, meta, n_joints, notes):
+    """The canvas keypoints the mean-pose baseline averages, and its label: --train-data's, checked
+    against --data, or else the evaluated figures' own (said in `notes`)."""
+    if not args.train_data:
+        notes.append("no --train-data: the mean-pose baseline is computed from the evaluated figures themselves")
+        return meta["keypoints"], "mean pose (of the evaluated figures themselves)"
+    train = load_figures_checked(args.train_data, "--train-data")
+    if train.dtype["keypoints"].shape[0] != n_joints:
+        raise InputError(f"--train-data {args.train_data} has {train.dtype['keypoints'].shape[0]} joints, "
+                         f"--data {args.data} {n_joints}")
+    train_sizes = np.unique(np.asarray(train["canvas_size"]))
+    if len(train_sizes) != 1 or int(train_sizes[0]) != meta["canvas_size"]:
+        raise InputError(f"--train-data {args.train_data} has canvas size {train_sizes.tolist()}, "
+                         f"--data {args.data} {meta['canvas_size']}")
+    return np.asarray(train["keypoints"], dtype=np.float64), "mean pose (training figures)"
+
+
 def run_evaluation(args, model=None, predict=None):
     """Evaluate the model (or the oracle) on --data; writes everything into --out; returns metrics."""
     figures = load_figures_checked(args.data)
@@ -596,6 +613,7 @@ def run_evaluation(args, model=None, predict=None):
         gt_source = "figures (no --coco-root)"
         notes.append("no --coco-root: AP/AR use ground truth rebuilt from the figures with area = bbox w*h "
                      "instead of the segmentation area, so they are approximate (optimistic)")
+    train_kp, label = baseline_keypoints(args, meta, len(names), notes)   # checked before any work
     make_out_dir(args.out)
     started = time.time()
     preds, shown = predict_all(figures, index, args, names, model, predict)
@@ -614,22 +632,6 @@ def run_evaluation(args, model=None, predict=None):
                "labelled_joints": int((meta["keypoints"][..., 2] > 0).sum()),
                "labelled_joints_outside_canvas": int(outside.sum()),
                "seconds_predict_decode": round(seconds, 2), **metrics}
-    # mean-pose baseline
-    if args.train_data:
-        train = load_figures_checked(args.train_data, "--train-data")
-        if train.dtype["keypoints"].shape != figures.dtype["keypoints"].shape:
-            raise InputError(f"--train-data {args.train_data} has {train.dtype['keypoints'].shape[0]} joints, "
-                             f"--data {args.data} {len(names)}")
-        train_kp = np.asarray(train["keypoints"], dtype=np.float64)
-        train_sizes = np.unique(np.asarray(train["canvas_size"]))
-        if len(train_sizes) != 1 or int(train_sizes[0]) != size:
-            raise InputError(f"--train-data {args.train_data} has canvas size {train_sizes.tolist()}, "
-                             f"--data {args.data} {size}")
-        label = "mean pose (training figures)"
-    else:
-        train_kp = meta["keypoints"]
-        label = "mean pose (of the evaluated figures themselves)"
-        notes.append("no --train-data: the mean-pose baseline is computed from the evaluated figures themselves")
     pose = mean_pose(train_kp)
     base, _, _ = score_predictions(baseline_predictions(pose, len(index)), meta, names, gt_dataset)
     metrics["baseline"] = {"label": label, **base}
@@ -813,11 +815,15 @@ def crops_for(image, file_name, bbox, boxes):
     return crops, skipped
 
 
-def run_inference(args, model, predict):
-    """Predict the joints of the figure(s) in each image; writes predictions.json and overlays."""
+def run_inference(args, model, predict, boxes=None):
+    """Predict the joints of the figure(s) in each image; writes predictions.json and overlays.
+
+    boxes: load_box_annotations(args.annotations), or None (then it is loaded here if given).
+    """
     from tqdm import tqdm
     files = list_images(args.images)
-    boxes = load_box_annotations(args.annotations) if args.annotations else None
+    if boxes is None and args.annotations:
+        boxes = load_box_annotations(args.annotations)
     n_joints = int(model.outputs[0].shape[-1])
     names = joint_names(n_joints)
     size = int(model.inputs[0].shape[1])
@@ -1123,8 +1129,10 @@ def main(argv=None):
     check_args(parser, args)
     try:
         check_out_dir(args.out)
+        boxes = None
         if args.images:             # cheap checks first: fail before loading TensorFlow
             list_images(args.images)
+            boxes = load_box_annotations(args.annotations) if args.annotations else None
         elif not args.export:
             load_figures_checked(args.data)
             if args.train_data:
@@ -1134,7 +1142,7 @@ def main(argv=None):
             path = export_model(model, args.export, args.out)
             print(f"exported {args.model} -> {path}")
         elif args.images:
-            run_inference(args, model, predict)
+            run_inference(args, model, predict, boxes)
         else:
             metrics = run_evaluation(args, model, predict)
             print_table(metrics)
