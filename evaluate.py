@@ -33,7 +33,7 @@ import numpy as np
 from coco_process import InputError, load_coco_annotations
 from confidence_maps import (SIGMA, STRIDE, decode_keypoints, dequantise_maps, flip_maps,
                              quantise_maps, render_confidence_maps)
-from figures import (COCO_OKS_SIGMAS, apply_affine, canvas_image, coco_indices,
+from figures import (COCO_OKS_SIGMAS, JOINT_SETS, apply_affine, bbox_mask, canvas_image, coco_indices,
                      figure_joint_names, flip_permutation, invert_affine, joint_names, open_figures,
                      draw_skeleton, heat_image, read_sidecar, render_figure, summed_maps)
 from metrics import figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
@@ -140,6 +140,7 @@ def gt_dataset_from_annotations(annotations, annotation_ids, names):
     image_ids = {a["image_id"] for a in anns}
     gt_anns = []
     for a in anns:
+        check_gt_annotation(a)
         kp = select_joints(a["keypoints"], names)
         gt_anns.append({"id": a["id"], "image_id": a["image_id"], "category_id": PERSON_CATEGORY_ID,
                         "keypoints": kp, "num_keypoints": int(np.count_nonzero(np.asarray(kp)[2::3] > 0)),
@@ -147,6 +148,19 @@ def gt_dataset_from_annotations(annotations, annotation_ids, names):
                         "iscrowd": int(a.get("iscrowd", 0))})
     images = [dict(im) for im in annotations["images"] if im["id"] in image_ids]
     return {"images": images, "annotations": gt_anns, "categories": [person_category(names)]}
+
+
+def check_gt_annotation(ann):
+    """One-line InputError (naming the annotation id) for a ground-truth annotation AP cannot be scored on."""
+    def numbers(value, count):
+        return isinstance(value, list) and len(value) == count and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)
+    problems = [what for what, ok in (
+        ("keypoints are not 17 * 3 numbers", numbers(ann.get("keypoints"), 51)),
+        ("no numeric area", numbers([ann.get("area")], 1)),
+        ("bbox is not 4 numbers", numbers(ann.get("bbox"), 4))) if not ok]
+    if problems:
+        raise InputError(f"annotation {ann['id']} of the --coco-root annotation file: {'; '.join(problems)}")
 
 
 def gt_dataset_from_figures(image_ids, annotation_ids, bboxes, keypoints_orig, names):
@@ -319,7 +333,7 @@ def write_grid(path, rows, captions, tile=192):
         strip = np.full((18, row.shape[1], 3), 255, np.uint8)
         cv2.putText(strip, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
         body += [row, strip]
-    cv2.imwrite(path, cv2.cvtColor(np.concatenate([header] + body, axis=0), cv2.COLOR_RGB2BGR))
+    write_png(path, np.concatenate([header] + body, axis=0))
 
 
 def plot_pck_per_joint(path, per_joint, names, baseline=None, title=""):
@@ -344,17 +358,64 @@ def plot_pck_per_joint(path, per_joint, names, baseline=None, title=""):
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper center", ncol=len(THRESHOLDS) + 1, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
+    write_atomic(path, png.getvalue())
 
 
 # ----------------------------------------------------------------------------- evaluation driver
 
-def load_figures_checked(path):
+def check_out_dir(path):
+    """Fail before any work, with one line, if --out cannot be (or become) a writable folder.
+
+    Nothing is created here, so a run that fails later on its inputs leaves no empty --out behind.
+    """
+    existing = path
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing.rstrip(os.sep))
+    existing = existing or "."
+    if not os.path.isdir(existing):
+        raise InputError(f"--out {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {path}: {existing} is not writable")
+
+
+def make_out_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create --out {path} ({err.strerror})") from None
+
+
+def write_atomic(path, data):
+    """Write bytes (or text) to `path` via `<path>.partial` and a rename: a killed run never leaves half a file."""
+    tmp = path + ".partial"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise InputError(f"cannot write {path} ({err.strerror})") from None
+
+
+def write_json(path, obj, indent=2):
+    write_atomic(path, json.dumps(obj, indent=indent))
+
+
+def write_png(path, rgb):
+    """An RGB uint8 image as a PNG, atomically (cv2.imwrite would fail silently)."""
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"cannot encode {path} as PNG")
+    write_atomic(path, png.tobytes())
+
+
+def load_figures_checked(path, flag="--data"):
     try:
         return open_figures(path)
     except (FileNotFoundError, ValueError, OSError) as err:
-        raise InputError(str(err)) from None
+        raise InputError(f"{flag} {err}") from None
 
 
 def load_annotations(coco_root, split):
@@ -367,8 +428,16 @@ def load_annotations(coco_root, split):
 
 
 def infer_split(data_path, default="val2017"):
-    """The split a coco.npy was made from (its sidecar's annotation file name), else `default`."""
-    ann = str(read_sidecar(data_path).get("settings", {}).get("annotations", ""))
+    """The split a coco.npy was made from (its sidecar's annotation file name), else `default`.
+
+    A broken sidecar is an error, not the default: the split names the annotation file AP is scored on.
+    """
+    try:
+        settings = read_sidecar(data_path).get("settings", {})
+        ann = str(settings.get("annotations", ""))
+    except (ValueError, OSError, AttributeError) as err:   # not JSON, unreadable, or not {"settings": {...}}
+        raise InputError(f"cannot read the split from {data_path}.json, the sidecar of --data "
+                         f"({type(err).__name__}: {err}): repair it or give --split") from None
     base = os.path.basename(ann)
     if base.startswith("person_keypoints_") and base.endswith(".json"):
         return base[len("person_keypoints_"):-len(".json")]
@@ -504,6 +573,23 @@ def print_table(metrics, file=sys.stdout):
         print(f"note: {note}", file=file)
 
 
+def baseline_keypoints(args, meta, n_joints, notes):
+    """The canvas keypoints the mean-pose baseline averages, and its label: --train-data's, checked
+    against --data, or else the evaluated figures' own (said in `notes`)."""
+    if not args.train_data:
+        notes.append("no --train-data: the mean-pose baseline is computed from the evaluated figures themselves")
+        return meta["keypoints"], "mean pose (of the evaluated figures themselves)"
+    train = load_figures_checked(args.train_data, "--train-data")
+    if train.dtype["keypoints"].shape[0] != n_joints:
+        raise InputError(f"--train-data {args.train_data} has {train.dtype['keypoints'].shape[0]} joints, "
+                         f"--data {args.data} {n_joints}")
+    train_sizes = np.unique(np.asarray(train["canvas_size"]))
+    if len(train_sizes) != 1 or int(train_sizes[0]) != meta["canvas_size"]:
+        raise InputError(f"--train-data {args.train_data} has canvas size {train_sizes.tolist()}, "
+                         f"--data {args.data} {meta['canvas_size']}")
+    return np.asarray(train["keypoints"], dtype=np.float64), "mean pose (training figures)"
+
+
 def run_evaluation(args, model=None, predict=None):
     """Evaluate the model (or the oracle) on --data; writes everything into --out; returns metrics."""
     figures = load_figures_checked(args.data)
@@ -515,7 +601,8 @@ def run_evaluation(args, model=None, predict=None):
     if model is not None:
         out_shape = tuple(model.outputs[0].shape)
         if out_shape[-1] != len(names):
-            raise InputError(f"the model predicts {out_shape[-1]} joints but {args.data} has {len(names)}")
+            raise InputError(f"--model {args.model} predicts {out_shape[-1]} joints but --data {args.data} "
+                             f"has {len(names)}")
     if args.coco_root:
         annotations = load_annotations(args.coco_root, split)
         gt_dataset = gt_dataset_from_annotations(annotations, meta["annotation_id"], names)
@@ -526,7 +613,8 @@ def run_evaluation(args, model=None, predict=None):
         gt_source = "figures (no --coco-root)"
         notes.append("no --coco-root: AP/AR use ground truth rebuilt from the figures with area = bbox w*h "
                      "instead of the segmentation area, so they are approximate (optimistic)")
-    os.makedirs(args.out, exist_ok=True)
+    train_kp, label = baseline_keypoints(args, meta, len(names), notes)   # checked before any work
+    make_out_dir(args.out)
     started = time.time()
     preds, shown = predict_all(figures, index, args, names, model, predict)
     seconds = time.time() - started
@@ -544,20 +632,6 @@ def run_evaluation(args, model=None, predict=None):
                "labelled_joints": int((meta["keypoints"][..., 2] > 0).sum()),
                "labelled_joints_outside_canvas": int(outside.sum()),
                "seconds_predict_decode": round(seconds, 2), **metrics}
-    # mean-pose baseline
-    if args.train_data:
-        train = load_figures_checked(args.train_data)
-        if train.dtype["keypoints"].shape != figures.dtype["keypoints"].shape:
-            raise InputError(f"{args.train_data} and {args.data} have different joints")
-        train_kp = np.asarray(train["keypoints"], dtype=np.float64)
-        train_sizes = np.unique(np.asarray(train["canvas_size"]))
-        if len(train_sizes) != 1 or int(train_sizes[0]) != size:
-            raise InputError(f"{args.train_data} has canvas size {train_sizes.tolist()}, {args.data} {size}")
-        label = "mean pose (training figures)"
-    else:
-        train_kp = meta["keypoints"]
-        label = "mean pose (of the evaluated figures themselves)"
-        notes.append("no --train-data: the mean-pose baseline is computed from the evaluated figures themselves")
     pose = mean_pose(train_kp)
     base, _, _ = score_predictions(baseline_predictions(pose, len(index)), meta, names, gt_dataset)
     metrics["baseline"] = {"label": label, **base}
@@ -569,11 +643,8 @@ def run_evaluation(args, model=None, predict=None):
                 k: m[k] for k in ("pck@0.05", "pck@0.1", "pck@0.2", "mean_error_px", "median_error_px",
                                   "oks_mean", "ap", "ap50", "ap75", "ar") if k in m}
     metrics["notes"] = notes
-    # files
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    with open(os.path.join(args.out, f"keypoints_{split}_results.json"), "w") as f:
-        json.dump(results, f)
+    # files, each written atomically; metrics.json last, so it exists only for a finished run
+    write_json(os.path.join(args.out, f"keypoints_{split}_results.json"), results, indent=None)
     if args.pictures > 0:
         labelled = np.isfinite(per_figure)
         order = np.argsort(np.where(labelled, -per_figure, np.inf))[:args.pictures]
@@ -581,6 +652,7 @@ def run_evaluation(args, model=None, predict=None):
         write_pictures(args.out, figures, index, pred, per_figure, shown, worst, names)
     plot_pck_per_joint(os.path.join(args.out, "pck_per_joint.png"), metrics["pck_per_joint"], names,
                        metrics["baseline"]["pck_per_joint"], title=f"{metrics['source']} on {args.data}")
+    write_json(os.path.join(args.out, "metrics.json"), metrics)
     return metrics
 
 
@@ -591,16 +663,19 @@ def parse_bbox(text):
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 4 or values[2] <= 0 or values[3] <= 0:
-        raise argparse.ArgumentTypeError(f"--bbox must be x,y,w,h with w, h > 0, not {text!r}")
+    if len(values) != 4 or not np.all(np.isfinite(values)) or values[2] <= 0 or values[3] <= 0:
+        raise argparse.ArgumentTypeError(f"must be x,y,w,h (finite numbers, w, h > 0), not {text!r}")
     return values
 
 
 def parse_ids(text):
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        ids = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--image-ids must be comma-separated integers, not {text!r}") from None
+        ids = []
+    if not ids:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers (at least one), not {text!r}")
+    return ids
 
 
 def list_images(paths):
@@ -628,68 +703,141 @@ def load_box_annotations(path):
         raise InputError(f"cannot read --annotations {path} ({err.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"--annotations {path} is not JSON ({err})") from None
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise InputError(f"--annotations {path} is not COCO format (needs images and annotations)")
-    names = {im["id"]: os.path.basename(im["file_name"]) for im in data["images"]}
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise InputError(f"--annotations {path} is not COCO format (needs lists images and annotations)")
+    names = {}
+    for k, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
+            raise InputError(f"--annotations {path}: images[{k}] needs an id and a file_name")
+        names[im["id"]] = os.path.basename(im["file_name"])
     boxes = {}
-    for ann in data["annotations"]:
-        if ann.get("category_id", PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID or "bbox" not in ann \
-                or ann.get("iscrowd", 0):
+    for k, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise InputError(f"--annotations {path}: annotations[{k}] is not an object")
+        if ann.get("category_id", PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID or ann.get("iscrowd", 0):
             continue
+        problem = annotation_problem(ann)
+        if problem:
+            raise InputError(f"--annotations {path}: annotation {ann.get('id', f'[{k}]')} {problem}")
         if ann["image_id"] in names:
             boxes.setdefault(names[ann["image_id"]], []).append(ann)
     return boxes
 
 
+def annotation_problem(ann):
+    """What makes a person annotation unusable as a crop (None if nothing): checked up front, so a
+    malformed --annotations file is one line before the model loads, not a traceback mid-run."""
+    def numbers(values, least=0):
+        return isinstance(values, list) and len(values) >= least and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in values)
+    seg = ann.get("segmentation")
+    if "image_id" not in ann:
+        return "has no image_id"
+    if not numbers(ann.get("bbox")) or len(ann["bbox"]) != 4:
+        return "has no bbox of 4 numbers x, y, w, h"
+    if not seg:
+        return None
+    if isinstance(seg, list) and all(numbers(p, 6) and len(p) % 2 == 0 for p in seg):
+        return None
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), (str, list)) and numbers(seg.get("size")) \
+            and len(seg["size"]) == 2:
+        return None
+    return "has a segmentation that is neither polygons (lists of x, y, ...) nor RLE {counts, size}"
+
+
 def annotation_mask(ann, height, width):
-    """Person mask of a COCO annotation (polygons or RLE), or None if it has no segmentation."""
+    """Person mask of a COCO annotation (polygons or RLE), or None if it has no segmentation.
+
+    Raises ValueError if pycocotools cannot decode it (it raises bare Exceptions for bad input).
+    """
     from pycocotools import mask as mask_utils
     seg = ann.get("segmentation")
     if not seg:
         return None
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    elif isinstance(seg.get("counts"), list):
-        rle = mask_utils.frPyObjects(seg, height, width)
-    else:
-        rle = seg
-    return mask_utils.decode(rle)
+    try:
+        if isinstance(seg, list):
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+        elif isinstance(seg.get("counts"), list):
+            rle = mask_utils.frPyObjects(seg, height, width)
+        else:
+            rle = seg
+        return mask_utils.decode(rle)
+    except Exception as err:  # noqa: BLE001 - pycocotools' own errors are plain Exception
+        raise ValueError(f"unreadable segmentation ({err})") from None
 
 
 def read_image(path):
-    """RGB uint8 image, or None if the file cannot be decoded."""
-    data = np.fromfile(path, dtype=np.uint8) if os.path.getsize(path) else np.zeros(0, np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    """RGB uint8 image, or None if the file cannot be read or decoded."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except (OSError, cv2.error):
+        return None
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def check_crop(bbox, mask, height, width):
+    """ValueError if the figure box shows nothing of the image: its canvas would be blank, and the
+    model answers a blank canvas with confident keypoints."""
+    if not bbox[2] > 0 or not bbox[3] > 0:
+        raise ValueError("box has no area")
+    inside = bbox_mask(bbox, height, width)
+    if not inside.any():
+        raise ValueError(f"box lies outside the {width}x{height} image")
+    if mask is not None:
+        if mask.shape != (height, width):
+            raise ValueError(f"segmentation is {mask.shape[1]}x{mask.shape[0]}, the image {width}x{height}")
+        if not (inside & mask.astype(np.uint8)).any():
+            raise ValueError("segmentation has no pixel inside the box")
+
+
 def crops_for(image, file_name, bbox, boxes):
-    """[(bbox, mask or None, source)] of the figures to find in one image."""
+    """The figures to find in one image: [(bbox, mask or None, source)], and the skipped ones
+    [{"bbox", "crop", "reason"}] whose box cannot be cropped from this image."""
     height, width = image.shape[:2]
     if bbox is not None:
-        return [(bbox, None, "--bbox")]
-    if boxes is not None and boxes.get(file_name):
-        return [(ann["bbox"], annotation_mask(ann, height, width), "annotation") for ann in boxes[file_name]]
-    return [([0.0, 0.0, float(width), float(height)], None, "whole image")]
+        wanted = [(bbox, None, "--bbox")]
+    elif boxes is not None and boxes.get(file_name):
+        wanted = [(ann["bbox"], ann, "annotation") for ann in boxes[file_name]]
+    else:
+        wanted = [([0.0, 0.0, float(width), float(height)], None, "whole image")]
+    crops, skipped = [], []
+    for bb, ann, source in wanted:
+        try:
+            mask = annotation_mask(ann, height, width) if ann is not None else None
+            check_crop(bb, mask, height, width)
+        except ValueError as err:
+            name = f"annotation {ann.get('id', '')}".strip() if ann is not None else source
+            skipped.append({"bbox": [float(v) for v in bb], "crop": source, "reason": f"{name}: {err}"})
+            continue
+        crops.append((bb, mask, source))
+    return crops, skipped
 
 
-def run_inference(args, model, predict):
-    """Predict the joints of the figure(s) in each image; writes predictions.json and overlays."""
+def run_inference(args, model, predict, boxes=None):
+    """Predict the joints of the figure(s) in each image; writes predictions.json and overlays.
+
+    boxes: load_box_annotations(args.annotations), or None (then it is loaded here if given).
+    """
     from tqdm import tqdm
     files = list_images(args.images)
-    boxes = load_box_annotations(args.annotations) if args.annotations else None
+    if boxes is None and args.annotations:
+        boxes = load_box_annotations(args.annotations)
     n_joints = int(model.outputs[0].shape[-1])
     names = joint_names(n_joints)
     size = int(model.inputs[0].shape[1])
     perm = flip_permutation(list(names))
-    os.makedirs(args.out, exist_ok=True)
-    entries, unreadable, used = [], [], set()
+    entries, unreadable, skipped, used = [], [], [], set()
     for path in tqdm(files, desc="images", unit="img", disable=True if args.quiet else None):
         image = read_image(path)
         if image is None:
             unreadable.append(path)
             continue
-        crops = crops_for(image, os.path.basename(path), args.bbox, boxes)
+        crops, dropped = crops_for(image, os.path.basename(path), args.bbox, boxes)
+        skipped += [{"file": path, **d} for d in dropped]
+        if not crops:
+            continue
         canvases, affines = zip(*(render_figure(image, mask, bb, size) for bb, mask, _ in crops))
         maps = model_maps(model, predict, np.stack(canvases), args.flip_test, perm, args.batch_size)
         kp = decode(maps, size, size, args.refine)
@@ -709,21 +857,26 @@ def run_inference(args, model, predict):
             n += 1
             name = f"{stem}_{n}_pose.png"
         used.add(name)
-        cv2.imwrite(os.path.join(args.out, name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        make_out_dir(args.out)                  # only now: a run that predicts nothing leaves no folder
+        write_png(os.path.join(args.out, name), overlay)
         entries.append({"file": path, "width": image.shape[1], "height": image.shape[0],
                         "overlay": name, "figures": figures_out})
     summary = {"model": args.model, "joint_names": list(names), "coordinates": "original image pixels, x right, "
                "y down, integers at pixel centres; each joint [x, y, confidence]",
-               "decoding": variant_name(args.refine, args.flip_test), "images": entries, "unreadable": unreadable}
+               "decoding": variant_name(args.refine, args.flip_test), "images": entries, "unreadable": unreadable,
+               "skipped_figures": skipped}
+    problems = [f"{p}: unreadable" for p in unreadable] + [f"{d['file']}: {d['reason']}" for d in skipped]
     if not entries:
-        raise InputError(f"none of the {len(files)} images could be read ({', '.join(unreadable[:3])}"
-                         f"{', ...' if len(unreadable) > 3 else ''})")
-    with open(os.path.join(args.out, "predictions.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    for path in unreadable:
-        print(f"skipped unreadable image: {path}", file=sys.stderr)
-    print(f"images: {len(entries)} predicted, {len(unreadable)} unreadable (skipped); "
-          f"wrote {os.path.join(args.out, 'predictions.json')} and {len(entries)} overlays")
+        raise InputError(f"none of the {len(files)} images could be read and cropped ({'; '.join(problems[:3])}"
+                         f"{'; ...' if len(problems) > 3 else ''})")
+    write_json(os.path.join(args.out, "predictions.json"), summary)
+    for problem in problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    whole = sum(f["crop"] == "whole image" for e in entries for f in e["figures"])
+    print(f"images: {len(entries)} predicted, {len(unreadable)} unreadable (skipped), {len(skipped)} figures "
+          f"skipped (named in predictions.json skipped_figures)"
+          + (f", {whole} without a box in --annotations (whole image used)" if boxes is not None and whole else "")
+          + f"; wrote {os.path.join(args.out, 'predictions.json')} and {len(entries)} overlays")
     return summary
 
 
@@ -735,37 +888,57 @@ def export_model(model, kind, out_dir):
     Input: float32 (1, S, S, 3) = model.preprocess_images(RGB uint8 canvas) in [-1, 1];
     output: float32 (1, M, M, J) in tanh range [-1, 1] (maps = (out + 1) / 2). export.json
     beside it records S, M, the joint names and the decoding settings.
+
+    Atomic: the export is written to `<path>.partial` and renamed at the end (export.json
+    after it), so a killed export leaves nothing at `path` that loads as an export; the
+    `.partial` of a killed run is removed by the next one.
     """
+    import tempfile
+
     import keras
     import tensorflow as tf
-    os.makedirs(out_dir, exist_ok=True)
+    make_out_dir(out_dir)
     main = keras.Model(model.inputs[0], model.outputs[0], name="figure_pose_export")
     size = int(model.inputs[0].shape[1])
     m = int(model.outputs[0].shape[1])
     n_joints = int(model.outputs[0].shape[-1])
-    signature = [tf.TensorSpec((None, size, size, 3), tf.float32, name="figure")]
-    if kind == "saved_model":
-        path = os.path.join(out_dir, "saved_model")
-        with contextlib.redirect_stdout(io.StringIO()):
-            main.export(path, format="tf_saved_model", verbose=False, input_signature=signature)
-    else:
-        import tempfile
-        path = os.path.join(out_dir, "model.tflite")
-        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            main.export(tmp, format="tf_saved_model", verbose=False,
-                        input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32, name="figure")])
-            converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-            flat = converter.convert()
-        with open(path, "wb") as f:
-            f.write(flat)
+    path = os.path.join(out_dir, "saved_model" if kind == "saved_model" else "model.tflite")
+    partial = path + ".partial"
+    try:
+        remove_path(partial)
+        if kind == "saved_model":
+            with contextlib.redirect_stdout(io.StringIO()):
+                main.export(partial, format="tf_saved_model", verbose=False,
+                            input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32, name="figure")])
+        else:
+            with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+                main.export(tmp, format="tf_saved_model", verbose=False,
+                            input_signature=[tf.TensorSpec((1, size, size, 3), tf.float32, name="figure")])
+                flat = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+            with open(partial, "wb") as f:
+                f.write(flat)
+        remove_path(os.path.join(out_dir, "export.json"))   # never beside another export than its own
+        if os.path.isdir(path):                                # a folder cannot be renamed over a full one
+            remove_path(path)
+        os.replace(partial, path)
+    except OSError as err:
+        raise InputError(f"cannot write the export {path} ({err.strerror or err})") from None
     info = {"format": kind, "path": os.path.basename(path), "input_size": size, "map_size": m,
             "joint_names": list(joint_names(n_joints)), "sigma_map_px": SIGMA / STRIDE,
             "input": "float32 (1, S, S, 3) RGB canvas / 127.5 - 1 (model.preprocess_images)",
             "output": "float32 (1, M, M, J) tanh; maps = clip((out + 1) / 2, 0, 1); "
                       "decode with confidence_maps.decode_keypoints(maps, stride=S / M)"}
-    with open(os.path.join(out_dir, "export.json"), "w") as f:
-        json.dump(info, f, indent=2)
+    write_json(os.path.join(out_dir, "export.json"), info)
     return path
+
+
+def remove_path(path):
+    """Remove a file or folder if it is there (the leftover of a killed run)."""
+    import shutil
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 def exported_predictor(path):
@@ -818,13 +991,57 @@ def load_model_checked(path):
         raise InputError(f"{path} is a folder, not a figure-pose model (.keras file)")
     model_lib = import_model_lib()
     try:
-        return model_lib.load_trained_model(path), model_lib.predict_maps
+        model = model_lib.load_trained_model(path)
     except (ValueError, OSError) as err:
         raise InputError(str(err)) from None
+    n_joints = int(model.outputs[0].shape[-1])
+    if n_joints not in JOINT_SETS:
+        raise InputError(f"--model {path} predicts {n_joints} joints; figure-pose models predict "
+                         f"{' or '.join(map(str, sorted(JOINT_SETS)))}")
+    return model, model_lib.predict_maps
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (no usage block), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def int_at_least(low):
+    """An argparse type: an integer >= low (checked at parse time, so no run starts with a wrong value)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, not {text!r}")
+        return value
+    return parse
+
+
+def fraction(text):
+    """An argparse type: a number in [0, 1] (NaN would silently hide every joint)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], not {text!r}")
+    return value
+
+
+def split_name(text):
+    """An argparse type: a COCO split name such as val2017; it becomes part of file names, so no paths."""
+    if not text or not all(c.isalnum() or c in "_-" for c in text):
+        raise argparse.ArgumentTypeError(f"must be a split name like val2017 (letters, digits, _ and -), "
+                                         f"not {text!r}")
+    return text
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="evaluate.py",
         description="Evaluate a figure-pose model (or, with --oracle, the stored ground-truth maps) on a "
                     "coco.npy: PCK, errors in original pixels, COCO keypoint AP/AR (pycocotools), the "
@@ -846,16 +1063,20 @@ def build_parser():
     ev.add_argument("--coco-root", help="COCO folder with annotations/person_keypoints_<split>.json, for AP/AR "
                                         "against the original annotations (without it: AP/AR approximate, "
                                         "from the figures with bbox area)")
-    ev.add_argument("--split", help="COCO split of --data (default: from the coco.npy sidecar, else val2017)")
+    ev.add_argument("--split", type=split_name,
+                    help="COCO split of --data, e.g. val2017 (default: from the coco.npy sidecar, else val2017)")
     ev.add_argument("--train-data", help="training coco.npy, for the mean-pose baseline (default: the "
                                          "evaluated figures themselves, labelled so)")
-    ev.add_argument("--limit", type=int, help="evaluate only the first N selected figures")
-    ev.add_argument("--image-ids", type=parse_ids, help="evaluate only figures of these COCO image ids (a,b,c)")
+    ev.add_argument("--limit", type=int_at_least(1), metavar="N",
+                    help="evaluate only the first N selected figures (N >= 1)")
+    ev.add_argument("--image-ids", type=parse_ids, metavar="A,B,C",
+                    help="evaluate only figures of these COCO image ids (at least one)")
     ev.add_argument("--compare-decoding", action="store_true",
                     help="also score every --refine with and without --flip-test (metrics.json "
                          "decoding_comparison)")
-    ev.add_argument("--pictures", type=int, default=8,
-                    help="figures in examples.png (the first ones) and in worst.png (largest error); 0: none")
+    ev.add_argument("--pictures", type=int_at_least(0), default=8, metavar="N",
+                    help="figures in examples.png (the first ones) and in worst.png (largest error); "
+                         "N >= 0, 0: none")
     dec = parser.add_argument_group("decoding (evaluation and --images)")
     dec.add_argument("--refine", choices=REFINES, default="dark",
                      help="sub-pixel refinement of the map peak: dark (Taylor step on the smoothed log map), "
@@ -863,14 +1084,17 @@ def build_parser():
     dec.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                      help="average the maps of each figure and of its mirror image (un-flipped, left/right "
                           "swapped); on by default: AP 0.672 vs 0.651 without it on the sample model")
-    dec.add_argument("--batch-size", type=int, default=16, help="figures per model call")
+    dec.add_argument("--batch-size", type=int_at_least(1), default=16, metavar="N",
+                     help="figures per model call (N >= 1)")
     inf = parser.add_argument_group("inference on images (--images)")
-    inf.add_argument("--bbox", type=parse_bbox, help="x,y,w,h of the figure in every image (original pixels); "
-                                                     "default: the whole image is the figure")
+    inf.add_argument("--bbox", type=parse_bbox, metavar="X,Y,W,H",
+                     help="the figure's box in every image (original pixels; w, h > 0; images it does not "
+                          "overlap are skipped); default: the whole image is the figure")
     inf.add_argument("--annotations", help="COCO-format JSON with a person bbox (and optional segmentation "
                                            "mask) per image file name; images without one use the whole image")
-    inf.add_argument("--min-confidence", type=float, default=0.2,
-                     help="joints below this confidence are not drawn on the overlays (all are written)")
+    inf.add_argument("--min-confidence", type=fraction, default=0.2, metavar="C",
+                     help="joints below this confidence (0 <= C <= 1) are not drawn on the overlays "
+                          "(all are written)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -889,8 +1113,14 @@ def check_args(parser, args):
             parser.error("give --model or --oracle")
     if args.bbox and args.annotations:
         parser.error("give --bbox or --annotations, not both")
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+    evaluation_only = [flag for flag, value in (
+        ("--data", args.data), ("--coco-root", args.coco_root), ("--split", args.split),
+        ("--train-data", args.train_data), ("--limit", args.limit), ("--image-ids", args.image_ids),
+        ("--compare-decoding", args.compare_decoding)) if value]
+    if (args.images or args.export) and evaluation_only:
+        parser.error(f"{', '.join(evaluation_only)}: only for evaluation, not with --images or --export")
+    if (args.bbox or args.annotations) and not args.images:
+        parser.error("--bbox and --annotations crop the --images: give --images")
 
 
 def main(argv=None):
@@ -898,20 +1128,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_args(parser, args)
     try:
-        if args.limit is not None and args.limit < 1:
-            raise InputError(f"empty selection: --limit {args.limit}")
+        check_out_dir(args.out)
+        boxes = None
         if args.images:             # cheap checks first: fail before loading TensorFlow
             list_images(args.images)
+            boxes = load_box_annotations(args.annotations) if args.annotations else None
         elif not args.export:
             load_figures_checked(args.data)
             if args.train_data:
-                load_figures_checked(args.train_data)
+                load_figures_checked(args.train_data, "--train-data")
         model, predict = load_model_checked(args.model) if args.model else (None, None)
         if args.export:
             path = export_model(model, args.export, args.out)
             print(f"exported {args.model} -> {path}")
         elif args.images:
-            run_inference(args, model, predict)
+            run_inference(args, model, predict, boxes)
         else:
             metrics = run_evaluation(args, model, predict)
             print_table(metrics)

@@ -235,10 +235,16 @@ def open_figures(path):
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found (write it with coco_process.py)")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a figure file written by coco_process.py")
     try:
         figures = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as err:
-        raise ValueError(f"{path} is not a figure file written by coco_process.py ({err})") from None
+    except (ValueError, EOFError, OSError) as err:  # EOFError: an empty file
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise ValueError(f"{path} is not a figure file written by coco_process.py ({reason})") from None
+    if not isinstance(figures, np.ndarray):  # an .npz archive
+        figures.close()
+        raise ValueError(f"{path} is not a figure file written by coco_process.py (an .npz archive)")
     missing = [f for f in REQUIRED_FIELDS if figures.dtype.names is None or f not in figures.dtype.names]
     if missing or figures.ndim != 1:
         raise ValueError(f"{path} is not a figure file written by coco_process.py "
