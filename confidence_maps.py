@@ -210,6 +210,11 @@ class ConfidenceMapCodec:
         return {"stride": self.stride, "sigma_px": self.sigma, "sigma_map_px": self.sigma / self.stride}
 
 
+def codec_of_model(input_size: int, map_size: int) -> ConfidenceMapCodec:
+    """The codec a model of this input and map side was trained with (stride = S / M)."""
+    return ConfidenceMapCodec(stride=input_size / map_size, sigma=SIGMA)
+
+
 ARCH_CODECS = {  # the codec each architecture is trained with
     "simple": ConfidenceMapCodec(stride=4, sigma=SIGMA),    # maps at S / 4
     "original": ConfidenceMapCodec(stride=1, sigma=SIGMA),  # maps at full size, as the original

@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 
 from coco_process import InputError, load_coco_annotations
-from confidence_maps import (SIGMA, STRIDE, decode_keypoints, dequantise_maps, flip_maps,
-                             quantise_maps, render_confidence_maps)
+from confidence_maps import (codec_of_model, dequantise_maps, flip_maps, quantise_maps,
+                             render_confidence_maps)
 from figures import (COCO_OKS_SIGMAS, JOINT_SETS, apply_affine, bbox_mask, canvas_image, coco_indices,
                      figure_joint_names, flip_permutation, invert_affine, joint_names, open_figures,
                      draw_skeleton, heat_image, read_sidecar, render_figure, summed_maps)
@@ -241,15 +241,10 @@ def model_maps(model, predict, canvases, flip_test, flip_perm, batch_size):
 
 
 def decode(maps, canvas_size, model_size, refine):
-    """Canvas keypoints (N, J, 3) from maps predicted for canvases of side canvas_size.
-
-    The maps of a model of input side model_size have sigma SIGMA / STRIDE map pixels
-    (how they were trained); their stride in this canvas is canvas_size / M.
-    """
-    m = maps.shape[-2]
-    stride = canvas_size / m
-    sigma = SIGMA / (model_size / m) * stride
-    return decode_keypoints(maps, stride=stride, sigma=sigma, refine=refine)
+    """Canvas keypoints (N, J, 3) from maps predicted for canvases of side canvas_size by a
+    model of input side model_size: its codec, seen on the canvas (stride canvas_size / M)."""
+    codec = codec_of_model(model_size, maps.shape[-2]).rescaled(canvas_size / model_size)
+    return codec.decode(maps, refine)
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -924,10 +919,10 @@ def export_model(model, kind, out_dir):
     except OSError as err:
         raise InputError(f"cannot write the export {path} ({err.strerror or err})") from None
     info = {"format": kind, "path": os.path.basename(path), "input_size": size, "map_size": m,
-            "joint_names": list(joint_names(n_joints)), "sigma_map_px": SIGMA / STRIDE,
+            "joint_names": list(joint_names(n_joints)), **codec_of_model(size, m).to_json(),
             "input": "float32 (1, S, S, 3) RGB canvas / 127.5 - 1 (model.preprocess_images)",
             "output": "float32 (1, M, M, J) tanh; maps = clip((out + 1) / 2, 0, 1); "
-                      "decode with confidence_maps.decode_keypoints(maps, stride=S / M)"}
+                      "decode with confidence_maps.ConfidenceMapCodec(stride, sigma_px).decode(maps)"}
     write_json(os.path.join(out_dir, "export.json"), info)
     return path
 

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_step(arch, size, width, batch, data, input_path, workers):
-    """(model, loader iterator, step function) for one configuration."""
+    """(model, loader iterator, train step, validation step or None) for one configuration."""
     import keras
 
     import model as M
@@ -42,7 +42,7 @@ def make_step(arch, size, width, batch, data, input_path, workers):
     if input_path == "new":
         trainer = M.compile_model(M.make_trainer(network, batches, codec), lr=2e-4)
         loader = batches
-        step = trainer.train_on_batch
+        step, validate = trainer.train_on_batch, trainer.test_on_batch
     else:
         network.compile(optimizer=keras.optimizers.Adam(2e-4), loss=[OldJointMSE()] * 3,
                         loss_weights=[M.LOSS_WEIGHTS["main"]] + [M.LOSS_WEIGHTS["side"]] * 2)
@@ -55,12 +55,13 @@ def make_step(arch, size, width, batch, data, input_path, workers):
             def __getitem__(self, index):
                 return make(index)
         loader = Old(workers=workers, max_queue_size=max(10, 2 * workers))
+        validate = None
 
         def step(data):
             return network.train_on_batch(*data)
     adapter = PyDatasetAdapter(loader, shuffle=False)
     adapter.on_epoch_begin()
-    return network, iter(adapter.get_numpy_iterator()), step
+    return network, iter(adapter.get_numpy_iterator()), step, validate
 
 
 def OldJointMSE():  # noqa: N802 - a loss factory, named like the class it builds
@@ -84,7 +85,7 @@ def measure(arch, size, batch, steps, warmup, width, data, input_path, workers, 
 
     import model as M
     keras.mixed_precision.set_dtype_policy(M.dtype_policy(mixed))
-    network, batches, step = make_step(arch, size, width, batch, data, input_path, workers)
+    network, batches, step, validate = make_step(arch, size, width, batch, data, input_path, workers)
     for _ in range(warmup):
         step(next(batches))
     waited, start = 0.0, time.perf_counter()
@@ -94,9 +95,17 @@ def measure(arch, size, batch, steps, warmup, width, data, input_path, workers, 
         waited += time.perf_counter() - t
         step(data_batch)  # returns host numbers: the step has finished on the device
     seconds = time.perf_counter() - start
+    validation_per_s = None
+    if validate is not None:  # validation: the same device path, forward and metrics only
+        validate(data_batch)
+        start = time.perf_counter()
+        for _ in range(steps):
+            validate(data_batch)
+        validation_per_s = batch * steps / (time.perf_counter() - start)
     return dict(arch=arch, batch=batch, input=input_path, mixed_precision=mixed,
                 backend=keras.backend.backend(), params_m=network.count_params() / 1e6,
                 gflops=M.count_flops(network) / 1e9, figures_per_s=batch * steps / seconds,
+                validation_figures_per_s=validation_per_s,
                 input_wait=waited / seconds,
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -133,6 +142,11 @@ def report(rows, size):
         s, o = best[("simple", "new")], best[("original", "new")]
         print(f"simple vs original (best batch each): {s['figures_per_s'] / o['figures_per_s']:.1f}x faster per "
               f"figure; FLOPs ratio {o['gflops'] / s['gflops']:.1f}x")
+    for r in rows:
+        if r["validation_figures_per_s"]:
+            share = (6000 / r["validation_figures_per_s"]) / (55000 / r["figures_per_s"])
+            print(f"{r['arch']} batch {r['batch']}: validation {r['validation_figures_per_s']:.1f} figures/s; "
+                  f"6,000 validation figures cost {share:.1%} of a 55,000-figure epoch (full COCO's ratio)")
     if ("simple", "new") in best and ("simple", "old") in best:
         n, o = best[("simple", "new")], best[("simple", "old")]
         print(f"new vs old input path (simple, best batch each): {n['figures_per_s'] / o['figures_per_s']:.1f}x")

@@ -60,3 +60,44 @@ def test_batched_decode_matches_single():
     batched = decode_keypoints(maps.reshape(2, 2, 80, 80, 13))
     assert batched.shape == (2, 2, 13, 3)
     np.testing.assert_allclose(batched[1, 0], decode_keypoints(maps[2]))
+
+
+def test_codec_encodes_the_same_on_the_device():
+    """encode (NumPy) and encode_on_device (keras.ops) are one formula: equal maps."""
+    from keras import ops
+
+    from confidence_maps import ARCH_CODECS
+    codec = ARCH_CODECS["simple"]
+    kp = np.stack([random_keypoints(np.random.default_rng(s), lo=0, hi=127) for s in range(3)])
+    maps, weights = codec.encode(kp, 128)
+    assert maps.shape == (3, 32, 32, 13) and weights.tolist() == (kp[..., 2] > 0).astype(float).tolist()
+    on_device = codec.encode_on_device(ops.convert_to_tensor(kp[..., :2]), ops.convert_to_tensor(weights), 128, ops)
+    np.testing.assert_allclose(np.asarray(on_device), maps, atol=1e-6)
+
+
+def test_device_decoding_matches_quarter_offset():
+    """decode_on_device (argmax + quarter offset, for PCK during training) = decode(refine='quarter')."""
+    from keras import ops
+
+    from confidence_maps import ConfidenceMapCodec
+    codec = ConfidenceMapCodec(stride=4, sigma=8)
+    kp = np.stack([random_keypoints(np.random.default_rng(s)) for s in range(4)])
+    kp[..., 2] = 2
+    maps, _ = codec.encode(kp, 320)
+    on_device = np.asarray(codec.decode_on_device(ops.convert_to_tensor(maps), ops))
+    np.testing.assert_allclose(on_device, codec.decode(maps, refine="quarter")[..., :2], atol=1e-4)
+    assert np.abs(on_device - kp[..., :2]).max() < 1.5
+
+
+def test_codec_of_a_model_and_on_another_canvas():
+    """A model's codec comes from its shapes (original: stride 1, sigma 8 map px); decoding its
+    maps on a canvas k times larger gives k times the coordinates (pixel-centre convention)."""
+    from confidence_maps import SIGMA, codec_of_model
+    assert codec_of_model(320, 80).to_json() == {"stride": 4.0, "sigma_px": SIGMA, "sigma_map_px": SIGMA / 4}
+    assert codec_of_model(128, 128).to_json()["sigma_map_px"] == SIGMA
+    codec = codec_of_model(128, 32)
+    kp = random_keypoints(np.random.default_rng(5), lo=30, hi=98)
+    kp[:, 2] = 2
+    maps, _ = codec.encode(kp, 128)
+    on_canvas = codec.rescaled(2.5).decode(maps)[:, :2]
+    np.testing.assert_allclose(on_canvas, (kp[:, :2] + 0.5) * 2.5 - 0.5, atol=0.1)
