@@ -14,8 +14,8 @@ swapped on a flip, unlabelled where they leave the input). The training model
 (model.FigureTrainer) renders the target maps from the moved keypoints with the codec.
 
 Randomness is a pure function of (seed, epoch, batch index): a batch is the same whichever
-worker makes it, and a resumed run sees what an unbroken one saw. `warp_figure` and
-`reference_augment` are the NumPy/OpenCV reference of the device path (tests compare them).
+worker makes it, and a resumed run sees what an unbroken one saw. `reference_augment` is
+the NumPy/OpenCV reference of the device path (tests compare them).
 """
 import math
 import os
@@ -216,12 +216,11 @@ class FigureBatches(keras.utils.PyDataset):
         view.epoch = self.epoch
         return view
 
-    def positions(self, index):
-        """Figure indices of this process's figures in batch `index` of this epoch."""
-        batch = self.global_positions(index)
+    def shard_part(self, n_global):
+        """The slice of a global batch of n_global figures that this process serves."""
         process, processes = self.shard
-        part = len(batch) // processes
-        return batch[process * part:(process + 1) * part]
+        part = n_global // processes
+        return slice(process * part, (process + 1) * part)
 
     def global_positions(self, index):
         """Figure indices (<= B,) of all figures in global batch `index` of this epoch."""
@@ -253,8 +252,7 @@ class FigureBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         positions = self.global_positions(index)
-        process, processes = self.shard
-        part = slice(process * (len(positions) // processes), (process + 1) * (len(positions) // processes))
+        part = self.shard_part(len(positions))
         heads, crops = self.file.read(positions[part])
         return {"figure": crops, "keypoints": np.ascontiguousarray(heads["keypoints"]),
                 "augment": self.augmentation(index, len(positions))[part]}
@@ -358,17 +356,11 @@ class DeviceAugment(keras.layers.Layer):
 # ----------------------------------------------------------------------------- NumPy reference
 
 
-def warp_figure(canvas, keypoints, affine, flipped, flip_perm, border_value=255):
-    """Reference of the device path for one figure: a canvas (S0, S0, 3) and its keypoints
-    (J, 3) through one 2x3 affine with OpenCV; returns (image (S, S, 3) of canvas's dtype,
-    keypoints (J, 3)) with keypoints moved, swapped if `flipped`, and (0, 0, 0) where
-    unlabelled or outside. S = canvas side unless the affine's own size is given by `size`.
-    """
-    return reference_augment(canvas, keypoints, affine, flipped, flip_perm, canvas.shape[0], border_value)
-
-
 def reference_augment(canvas, keypoints, affine, flipped, flip_perm, size, border_value=255):
-    """`warp_figure` into a size x size output (the resize folded into `affine`)."""
+    """The device path for one figure, with OpenCV: a canvas (S0, S0, 3) and its keypoints
+    (J, 3) through one 2x3 affine (the resize to `size` folded in). Returns (image (size,
+    size, 3) of the canvas's dtype, keypoints (J, 3)): keypoints moved, swapped if `flipped`,
+    (0, 0, 0) where unlabelled or outside."""
     affine = np.asarray(affine, dtype=np.float64).reshape(2, 3)
     image = cv2.warpAffine(canvas, affine, (size, size), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=(border_value,) * 3)

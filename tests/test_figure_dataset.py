@@ -6,7 +6,7 @@ import pytest
 
 from confidence_maps import ARCH_CODECS
 from figure_dataset import (N_PARAMS, NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile,
-                            draw_augmentation, reference_augment, split_by_image, warp_figure)
+                            draw_augmentation, reference_augment, split_by_image)
 from figures import canvas_image, flip_permutation, joint_names
 from synthetic_coco import random_figures_file
 
@@ -101,7 +101,7 @@ def test_reference_warp_keeps_a_dot_on_its_keypoint():
         kp[0] = (rng.integers(30, 66), rng.integers(30, 66), 2)
         cv2.circle(canvas, (int(kp[0, 0]), int(kp[0, 1])), 2, (0, 0, 0), -1)
         params = draw_augmentation(rng, 1, Augment(flip=0.5, rotation=30), SIZE, SIZE)[0]
-        image, moved = warp_figure(canvas, kp, params[:6], params[6] > 0.5, np.arange(13))
+        image, moved = reference_augment(canvas, kp, params[:6], params[6] > 0.5, np.arange(13), SIZE)
         ink = 255.0 - image[..., 0]
         ys, xs = np.mgrid[:SIZE, :SIZE]
         centre = np.array([(ink * xs).sum(), (ink * ys).sum()]) / ink.sum()
