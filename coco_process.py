@@ -10,6 +10,7 @@ end, so a killed run never leaves a complete-looking `coco.npy`; `--resume` cont
 """
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -371,38 +372,90 @@ def print_summary(summary, seconds):
     print(f"bytes per figure : {summary['record_bytes']}")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (no usage block), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def int_in(low, high=None):
+    """An argparse type: an integer in [low, high] (checked at parse time, so no run starts with a wrong value)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            within = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be an integer {within}, not {text!r}")
+        return value
+    return parse
+
+
+def number_at_least(low):
+    """An argparse type: a finite number >= low (NaN would silently disable the check it sets)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value >= low):
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, not {text!r}")
+        return value
+    return parse
+
+
+def split_name(text):
+    """An argparse type: a COCO split name such as train2017; it becomes part of paths, so no paths."""
+    if not text or not all(c.isalnum() or c in "_-" for c in text):
+        raise argparse.ArgumentTypeError(f"must be a split name like train2017 (letters, digits, _ and -), "
+                                         f"not {text!r}")
+    return text
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
+        prog="coco_process.py",
         description="Cut COCO persons into centred 320x320 figures on white with keypoints and "
                     "Gaussian confidence maps, written to one memory-mappable .npy.")
     parser.add_argument("--coco-root", default=".", help="folder holding annotations/ and images/ (default: .)")
-    parser.add_argument("--split", default="train2017", help="COCO split, e.g. train2017 or val2017 (default: train2017)")
+    parser.add_argument("--split", type=split_name, default="train2017",
+                        help="COCO split, e.g. train2017 or val2017 (default: train2017)")
     parser.add_argument("--out", default="coco.npy", help="output .npy path; a .json sidecar is written beside it (default: coco.npy)")
     parser.add_argument("--joints", type=int, choices=sorted((13, 17)), default=13,
                         help="13 = the original's joints (no eyes/ears), 17 = all COCO keypoints (default: 13)")
-    parser.add_argument("--min-keypoints", type=int, default=8,
-                        help="keep a person only if at least this many of the kept joints are labelled (default: 8)")
-    parser.add_argument("--min-area", type=float, default=2500,
-                        help="keep a person only if its bbox has more than this many pixels (default: 2500, as the original)")
+    parser.add_argument("--min-keypoints", type=int_in(0, 17), default=8,
+                        help="keep a person only if at least this many of the kept joints are labelled, "
+                             "0 to --joints (default: 8)")
+    parser.add_argument("--min-area", type=number_at_least(0), default=2500,
+                        help="keep a person only if its bbox has more than this many pixels, >= 0 "
+                             "(default: 2500, as the original)")
     parser.add_argument("--allow-multi-polygon", action="store_true",
                         help="also keep persons whose segmentation has several polygons (the original kept one-polygon persons only)")
     parser.add_argument("--background", choices=("white", "keep"), default="white",
                         help="white: mask the person from its segmentation on white (the original); "
                              "keep: crop the bbox without masking (default: white)")
-    parser.add_argument("--size", type=int, default=320, help="canvas side in pixels (default: 320)")
-    parser.add_argument("--map-stride", type=int, default=STRIDE,
-                        help=f"canvas pixels per confidence-map pixel; maps are size/stride square (default: {STRIDE})")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
-    parser.add_argument("--limit", type=int, default=0, help="stop after this many figures, for trying it out (default: all)")
+    parser.add_argument("--size", type=int_in(32, 2048), default=320,
+                        help="canvas side in pixels, 32 to 2048, a multiple of --map-stride (default: 320)")
+    parser.add_argument("--map-stride", type=int_in(1, 64), default=STRIDE,
+                        help=f"canvas pixels per confidence-map pixel, 1 to 64; maps are size/stride square "
+                             f"(default: {STRIDE})")
+    parser.add_argument("--workers", type=int_in(1, 256), default=os.cpu_count() or 1,
+                        help="parallel processes, 1 to 256 (default: all cores)")
+    parser.add_argument("--limit", type=int_in(0), default=0,
+                        help="stop after this many figures, for trying it out; 0 = all (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue a killed run from its .partial file")
-    parser.add_argument("--checkpoint-seconds", type=float, default=5.0,
-                        help="how often finished work is made safe for --resume (default: 5)")
-    parser.add_argument("--examples", type=int, default=4, help="example PNGs to write (default: 4)")
+    parser.add_argument("--checkpoint-seconds", type=number_at_least(0), default=5.0,
+                        help="how often finished work is made safe for --resume, >= 0 (default: 5)")
+    parser.add_argument("--examples", type=int_in(0), default=4, help="example PNGs to write, >= 0 (default: 4)")
     parser.add_argument("--examples-dir", default="imgs", help="where example PNGs go (default: imgs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.size % args.map_stride:
         parser.error(f"--size {args.size} must be a multiple of --map-stride {args.map_stride}")
+    if args.min_keypoints > args.joints:
+        parser.error(f"--min-keypoints {args.min_keypoints} is more than the {args.joints} joints (--joints)")
     try:
         started = time.time()
         summary = process(args)
