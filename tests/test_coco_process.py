@@ -21,17 +21,28 @@ def load_annotations(coco_root, split="train2017"):
 
 
 def test_canvas_keypoints_map_back_to_coco_within_half_pixel(sample_figures, coco_sample):
+    """Labelled joints map back to COCO; one whose map would be empty (far outside the canvas)
+    is stored unlabelled, and counted."""
     figures = open_figures(str(sample_figures))
     anns, _ = load_annotations(coco_sample)
     columns = coco_indices(figure_joint_names(figures))
-    worst = 0.0
+    worst, demoted, outside = 0.0, 0, 0
     for record in figures:
         original = np.asarray(anns[int(record["annotation_id"])]["keypoints"], float).reshape(17, 3)[columns]
-        labelled = original[:, 2] > 0
-        back = apply_affine(invert_affine(record["affine"]), record["keypoints"][labelled, :2])
-        worst = max(worst, np.abs(back - original[labelled, :2]).max())
-        np.testing.assert_array_equal(record["keypoints"][:, 2], original[:, 2])  # visibility kept
+        kept = record["keypoints"][:, 2] > 0
+        back = apply_affine(invert_affine(record["affine"]), record["keypoints"][kept, :2])
+        worst = max(worst, np.abs(back - original[kept, :2]).max())
+        np.testing.assert_array_equal(record["keypoints"][kept, 2], original[kept, 2])  # visibility kept
+        lost = (original[:, 2] > 0) & ~kept
+        assert (record["keypoints"][lost] == 0).all() and (record["confidence_maps"][..., lost] == 0).all()
+        xy = apply_affine(record["affine"], original[:, :2])
+        off_canvas = ((xy < -0.5) | (xy >= int(record["canvas_size"]) - 0.5)).any(axis=1)
+        assert not (lost & ~off_canvas).any()
+        demoted += int(lost.sum())
+        outside += int(((original[:, 2] > 0) & off_canvas).sum())
     assert worst < 0.5
+    assert outside > demoted  # the slice has joints just outside the canvas, kept with part of their map
+    assert read_sidecar(str(sample_figures))["counts"].get("keypoints_far_outside", 0) == demoted
 
 
 def test_person_pixels_kept_and_background_white(sample_figures, coco_sample):
@@ -99,7 +110,8 @@ def test_original_filter_is_stricter(coco_sample, tmp_path):
     assert open_figures(str(loose)).dtype["keypoints"].shape == (17, 3)
 
 
-def test_killed_run_resumes_to_identical_file(coco_sample, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_identical_file(coco_sample, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (here: from the 12th append) is one line; --resume then writes the same bytes."""
     args = ["--coco-root", str(coco_sample), "--examples", "0", "--quiet", "--workers", "1",
             "--checkpoint-seconds", "0"]
     coco_process.main(args + ["--out", str(tmp_path / "straight.npy")])
@@ -110,13 +122,15 @@ def test_killed_run_resumes_to_identical_file(coco_sample, tmp_path, monkeypatch
     def append_then_die(self, records):
         calls["n"] += 1
         if calls["n"] == 12:
-            raise KeyboardInterrupt("simulated kill")
+            raise KeyboardInterrupt("simulated Ctrl-C")
         real_append(self, records)
 
     killed = str(tmp_path / "killed.npy")
     monkeypatch.setattr(coco_process.FigureWriter, "append", append_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
         coco_process.main(args + ["--out", killed])
+    assert "interrupted" in str(stop.value.code) and "\n" not in str(stop.value.code)
     assert not os.path.exists(killed) and os.path.exists(killed + ".partial")
     monkeypatch.setattr(coco_process.FigureWriter, "append", real_append)
     coco_process.main(args + ["--out", killed, "--resume"])
@@ -178,9 +192,11 @@ def test_unreadable_image_is_skipped_counted_and_named(coco_sample, tmp_path):
     result = run_script(REPO / "coco_process.py", "--coco-root", tmp_path, "--out", tmp_path / "x.npy",
                         "--examples", 0, "--quiet")
     assert result.returncode == 0, result.stderr
-    assert f"unreadable image: {victim}" in result.stdout
+    message = f"image {victim}: truncated JPEG (no end-of-image marker)"
+    assert f"coco_process.py: skipped {message}" in result.stderr.splitlines()
+    assert "Premature end of JPEG" not in result.stderr  # libjpeg's warning names no file: never decoded
     sidecar = read_sidecar(str(tmp_path / "x.npy"))
-    assert sidecar["unreadable_images"] == [victim] and sidecar["counts"]["skipped_image_unreadable"] > 0
+    assert sidecar["problems"] == [message] and sidecar["counts"]["skipped_image_unreadable"] > 0
 
 
 def test_background_keep_crops_without_masking(coco_sample, tmp_path):
@@ -228,7 +244,7 @@ def test_compact_loader_keeps_only_what_is_read(synthetic_coco):
     path = str(synthetic_coco / "annotations" / "person_keypoints_train2017.json")
     plain = coco_process.load_coco_annotations(path)
     compact = coco_process.load_coco_annotations(path, object_hook=coco_process.compact_coco_object)
-    assert [{"id": i["id"], "file_name": i["file_name"]} for i in plain["images"]] == compact["images"]
+    assert [{k: i[k] for k in ("id", "file_name", "width", "height")} for i in plain["images"]] == compact["images"]
     assert len(compact["annotations"]) == len(plain["annotations"])
     for full, slim in zip(plain["annotations"], compact["annotations"]):
         assert set(slim) == {"id", "image_id", "bbox", "keypoints", "iscrowd", "segmentation"}
@@ -265,7 +281,7 @@ def test_skipping_hook_plans_the_same_work(coco_sample):
     from figures import joint_names
     path = str(coco_sample / "annotations" / "person_keypoints_train2017.json")
     settings = {"joint_names": joint_names(13), "min_keypoints": 8, "background": "white",
-                "allow_multi_polygon": False, "min_area": 2500}
+                "allow_multi_polygon": False, "min_area": 2500, "size": 320, "map_stride": 4}
     plain = coco_process.load_coco_annotations(path)
     hooked = coco_process.load_coco_annotations(path, object_hook=coco_process.skipping_object_hook(settings))
     for full, slim in zip(plain["annotations"], hooked["annotations"]):
@@ -273,8 +289,8 @@ def test_skipping_hook_plans_the_same_work(coco_sample):
         assert slim["skipped"] == reason
         if reason:
             assert slim == {"id": full["id"], "image_id": full["image_id"], "skipped": reason}
-    tasks, counts = coco_process.plan_work(hooked, settings)
-    plain_tasks, plain_counts = coco_process.plan_work(plain, settings)
-    assert counts == plain_counts and len(counts) > 3
+    tasks, counts, problems = coco_process.plan_work(hooked, settings)
+    plain_tasks, plain_counts, plain_problems = coco_process.plan_work(plain, settings)
+    assert counts == plain_counts and len(counts) > 3 and problems == plain_problems == []
     assert [(i["id"], [a["id"] for a in anns]) for i, anns in tasks] == \
         [(i["id"], [a["id"] for a in anns]) for i, anns in plain_tasks]
