@@ -23,6 +23,13 @@ as unlabelled (0, 0, 0) instead, does not count towards --min-keypoints, and is 
 "keypoints_far_outside" (a note on stderr, not a skip). A keypoint just outside the
 canvas keeps its label and the part of its map that is on the canvas (COCO has a few
 occluded joints guessed beyond the person's bbox and its frame).
+
+Sidecar consistency. The sidecar is written just before `coco.npy.partial` is renamed to
+`coco.npy`, and names the data file it describes: `data_bytes` (its size) and
+`data_crc32` (of its records). A kill between the two leaves the old `coco.npy` beside a
+sidecar of another size, which `figures.read_sidecar` refuses; the partial file and its
+progress are still there, so `--resume` finishes the run without redoing any work. (A
+two-file rename cannot be atomic; naming the data in the sidecar makes the gap visible.)
 """
 import argparse
 import contextlib
@@ -32,6 +39,7 @@ import os
 import signal
 import sys
 import time
+import zlib
 from collections import Counter
 from multiprocessing import get_context
 
@@ -466,25 +474,55 @@ def atomic_write_json(path, obj):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def read_progress(path, settings_key, partial_bytes, record_bytes):
+    """The saved state of a killed run with the same settings, or None to start over.
+
+    Raises InputError if the file is damaged: our writes are atomic, so damage came from
+    elsewhere, and resuming from it could write wrong figures.
+    """
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot --resume: {path} is damaged (not JSON: {err}); "
+                         f"run without --resume to start over") from None
+    if not isinstance(saved, dict) or saved.get("settings") != settings_key:
+        return None
+    fields = {"records": int, "tasks_done": int, "crc32": int, "counts": dict, "problems": list}
+    bad = [k for k, kind in fields.items() if not isinstance(saved.get(k), kind) or isinstance(saved.get(k), bool)]
+    if not bad and HEADER_BYTES + saved["records"] * record_bytes > partial_bytes:
+        bad = ["records (more than the partial file holds)"]
+    if bad or saved["records"] < 0 or saved["tasks_done"] < 0:
+        raise InputError(f"cannot --resume: {path} is damaged ({', '.join(bad) or 'negative counts'}); "
+                         f"run without --resume to start over")
+    return saved
 
 
 class FigureWriter:
     """Streams records to `<out>.partial`; `finish()` renames it to `<out>`.
 
     The partial file is a valid .npy layout with a reserved header; `<out>.partial.json`
-    records how many records and image tasks are safely on disk, so a killed run can
-    `resume` from there (anything written after the last checkpoint is cut off).
+    records how many records and image tasks are safely on disk (and their CRC-32), so a
+    killed run can `resume` from there (anything written after the last checkpoint is cut off).
     """
 
     def __init__(self, out, dtype, settings_key, resume):
         self.out, self.dtype, self.partial = out, dtype, out + ".partial"
         self.progress_path = self.partial + ".json"
-        self.state = {"settings": settings_key, "records": 0, "tasks_done": 0, "counts": {}, "problems": []}
-        if resume and os.path.exists(self.partial) and os.path.exists(self.progress_path):
-            with open(self.progress_path) as f:
-                saved = json.load(f)
-            if saved.get("settings") == settings_key:
+        self.state = {"settings": settings_key, "records": 0, "tasks_done": 0, "crc32": 0, "counts": {},
+                      "problems": []}
+        if resume and not (os.path.exists(self.partial) and os.path.exists(self.progress_path)):
+            print(f"--resume: no stopped run of {out} to continue; starting from the beginning")
+        elif resume:
+            saved = read_progress(self.progress_path, settings_key, os.path.getsize(self.partial), dtype.itemsize)
+            if saved is None:
+                print(f"--resume: {self.partial} was made with other settings or annotations; starting over")
+            else:
                 self.state = saved
         self.file = open(self.partial, "r+b" if self.state["records"] else "wb")
         self.file.truncate(HEADER_BYTES + self.state["records"] * dtype.itemsize)
@@ -493,8 +531,10 @@ class FigureWriter:
         self.file.seek(0, os.SEEK_END)
 
     def append(self, records):
-        self.file.write(records.tobytes())
+        data = records.tobytes()
+        self.file.write(data)
         self.state["records"] += len(records)
+        self.state["crc32"] = zlib.crc32(data, self.state["crc32"])
 
     def checkpoint(self, tasks_done, counts, problems):
         self.file.flush()
@@ -502,12 +542,17 @@ class FigureWriter:
         self.state.update(tasks_done=tasks_done, counts=dict(counts), problems=problems)
         atomic_write_json(self.progress_path, self.state)
 
-    def finish(self):
+    def finish(self, sidecar):
+        """Write the final header, then the sidecar naming the data (size, record CRC-32), then
+        rename: a kill between the last two leaves a sidecar that read_sidecar tells from the
+        old `<out>`, and the partial file and progress that --resume completes."""
         self.file.seek(0)
         self.file.write(npy_header(self.dtype, self.state["records"]))
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
+        atomic_write_json(self.out + ".json", dict(sidecar, data_bytes=os.path.getsize(self.partial),
+                                                   data_crc32=self.state["crc32"]))
         os.replace(self.partial, self.out)
         if os.path.exists(self.progress_path):
             os.remove(self.progress_path)
@@ -598,8 +643,10 @@ def process(args):
                          f"({name_counts(counts)})")
     if args.limit:
         tasks = first_tasks_for(tasks, args.limit)
+    stat = os.stat(ann_path)
     key = {k: v for k, v in settings.items() if k not in ("dtype", "image_dir")}
-    key.update(joint_names=list(names), annotations=ann_path, limit=args.limit)
+    key.update(joint_names=list(names), annotations=ann_path, limit=args.limit,
+               annotations_stat=[stat.st_size, stat.st_mtime_ns])
     writer = FigureWriter(args.out, settings["dtype"], key, args.resume)
     run_counts = Counter(writer.state["counts"])  # found while running (broken images, notes)
     run_problems = list(writer.state["problems"])
@@ -639,11 +686,11 @@ def process(args):
         first = "".join(f"; first: {p}" for p in (problems + run_problems)[:1])
         raise InputError(f"no figures written: every image with persons to cut was skipped "
                          f"({name_counts(counts)}{first})")
+    writer.checkpoint(done, run_counts, run_problems)  # a kill from here on resumes with nothing to redo
     summary = {"joint_names": list(names), "settings": key, "figures": writer.state["records"],
                "counts": dict(sorted(counts.items())), "problems": problems + run_problems,
                "seconds": round(time.time() - started, 2), "record_bytes": settings["dtype"].itemsize}
-    atomic_write_json(args.out + ".json", summary)
-    writer.finish()
+    writer.finish(summary)
     return summary
 
 

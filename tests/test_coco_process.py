@@ -2,6 +2,11 @@
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+import zlib
 
 import cv2
 import numpy as np
@@ -137,6 +142,80 @@ def test_interrupted_run_resumes_to_identical_file(coco_sample, tmp_path, monkey
     with open(tmp_path / "straight.npy", "rb") as a, open(killed, "rb") as b:
         assert a.read() == b.read()
     assert read_sidecar(killed)["counts"] == read_sidecar(str(tmp_path / "straight.npy"))["counts"]
+
+
+def sidecar_facts(path):
+    sidecar = read_sidecar(path)
+    return {k: sidecar[k] for k in ("figures", "counts", "problems", "data_bytes", "data_crc32")}
+
+
+def test_kill_9_mid_run_then_resume_is_byte_identical(synthetic_coco, tmp_path, capsys):
+    """SIGKILL a real run once its partial file holds records; --resume gives the unbroken run's bytes."""
+    args = ["--coco-root", str(synthetic_coco), "--allow-multi-polygon", "--examples", "0", "--quiet",
+            "--workers", "1", "--checkpoint-seconds", "0"]
+    straight, killed = str(tmp_path / "straight.npy"), str(tmp_path / "killed.npy")
+    coco_process.main(args + ["--out", straight])
+
+    process = subprocess.Popen([sys.executable, str(REPO / "coco_process.py"), *args, "--out", killed], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress, records, deadline = killed + ".partial.json", 0, time.time() + 120
+    while records < 20 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+        if os.path.exists(progress):
+            with open(progress) as f:  # written atomically: never half a file
+                records = json.load(f)["records"]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not os.path.exists(killed) and not os.path.exists(killed + ".json")
+    assert os.path.getsize(killed + ".partial") > coco_process.HEADER_BYTES
+
+    capsys.readouterr()
+    coco_process.main(args + ["--out", killed, "--resume"])
+    assert "resuming after" in capsys.readouterr().out
+    with open(straight, "rb") as a, open(killed, "rb") as b:
+        assert a.read() == b.read()
+    assert sidecar_facts(killed) == sidecar_facts(straight)
+    assert not os.path.exists(killed + ".partial") and not os.path.exists(progress)
+
+
+def test_stop_between_sidecar_and_data_rename(synthetic_coco, tmp_path, monkeypatch, capsys):
+    """The sidecar goes first and names its data file; stopped before the data rename, the old
+    coco.npy stays, read_sidecar refuses the sidecar beside it, and --resume finishes the run."""
+    args = ["--coco-root", str(synthetic_coco), "--allow-multi-polygon", "--examples", "0", "--quiet",
+            "--workers", "1"]
+    straight, out = str(tmp_path / "straight.npy"), str(tmp_path / "coco.npy")
+    coco_process.main(args + ["--out", straight])
+    coco_process.main(args + ["--out", out, "--limit", "5"])  # the old pair
+    assert len(open_figures(out)) == 5 and read_sidecar(out)["figures"] == 5
+
+    real_replace = os.replace
+
+    def stop_at_data_rename(src, dst):
+        if dst == out:
+            raise KeyboardInterrupt("simulated kill")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", stop_at_data_rename)
+    with pytest.raises(SystemExit):
+        coco_process.main(args + ["--out", out])
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert len(open_figures(out)) == 5  # the old data, beside the new sidecar
+    with pytest.raises(ValueError, match="describes another file"):
+        read_sidecar(out)
+    assert os.path.exists(out + ".partial") and os.path.exists(out + ".partial.json")
+
+    capsys.readouterr()
+    coco_process.main(args + ["--out", out, "--resume"])
+    images = len(np.unique(open_figures(straight)["image_id"]))
+    assert f"resuming after {images} images" in capsys.readouterr().out  # nothing left to redo
+    with open(straight, "rb") as a, open(out, "rb") as b:
+        assert a.read() == b.read()
+    facts = sidecar_facts(out)
+    assert facts == sidecar_facts(straight)
+    with open(out, "rb") as f:
+        assert facts["data_bytes"] == os.path.getsize(out)
+        assert facts["data_crc32"] == zlib.crc32(f.read()[coco_process.HEADER_BYTES:])
 
 
 def test_limit_writes_first_n_figures(coco_sample, tmp_path):
