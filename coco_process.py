@@ -7,12 +7,39 @@ one `coco.npy`: a NumPy structured array (dtype `figures.figure_dtype`) that
 `np.load(path, mmap_mode="r")` opens without reading it, plus `coco.npy.json` (joint
 names, settings, counts). Records are streamed to `coco.npy.partial` and renamed at the
 end, so a killed run never leaves a complete-looking `coco.npy`; `--resume` continues it.
+
+Bad input. A user mistake (a flag out of range, a missing or foreign file) is one line on
+stderr and exit status 1 (2 for flags). A broken item inside the dataset (an annotation
+whose fields are not what COCO describes, a duplicate annotation id, an annotation without
+an image entry, a bbox reaching outside its image, an image file that is missing,
+truncated or decodes to another size than the JSON says) is skipped, counted in the
+sidecar and named on stderr; `--strict` stops at the first one instead. Every annotation
+and every decoded image is checked against the JSON before a figure is cut from it.
+
+Keypoints far outside the figure. A labelled keypoint so far outside the canvas that its
+confidence map is empty (no map pixel within ~3.5 sigma of it) would be stored labelled
+with nothing to learn from and an error to score that the model cannot see. It is stored
+as unlabelled (0, 0, 0) instead, does not count towards --min-keypoints, and is counted as
+"keypoints_far_outside" (a note on stderr, not a skip). A keypoint just outside the
+canvas keeps its label and the part of its map that is on the canvas (COCO has a few
+occluded joints guessed beyond the person's bbox and its frame).
+
+Sidecar consistency. The sidecar is written just before `coco.npy.partial` is renamed to
+`coco.npy`, and names the data file it describes: `data_bytes` (its size) and
+`data_crc32` (of its records). A kill between the two leaves the old `coco.npy` beside a
+sidecar of another size, which `figures.read_sidecar` refuses; the partial file and its
+progress are still there, so `--resume` finishes the run without redoing any work. (A
+two-file rename cannot be atomic; naming the data in the sidecar makes the gap visible.)
 """
 import argparse
+import contextlib
 import json
+import math
 import os
+import signal
 import sys
 import time
+import zlib
 from collections import Counter
 from multiprocessing import get_context
 
@@ -22,10 +49,11 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from confidence_maps import STRIDE, quantise_maps, render_confidence_maps
-from figures import (apply_affine, canvas_image, coco_indices, crop_to_record, draw_skeleton,
-                     figure_dtype, joint_names, open_figures, render_figure)
+from figures import (apply_affine, bbox_mask, canvas_image, coco_indices, crop_to_record, draw_skeleton,
+                     figure_dtype, figure_transform, joint_names, open_figures, render_figure)
 
 HEADER_BYTES = 4096  # reserved .npy header, rewritten in place with the final count
+BAD = "bad_annotation"  # the skip reason of an annotation broken by itself
 
 
 class InputError(Exception):
@@ -35,71 +63,195 @@ class InputError(Exception):
 # ----------------------------------------------------------------------------- annotations
 
 ANNOTATION_REQUIRED = ("id", "image_id", "bbox", "keypoints")
+IMAGE_FIELDS = ("id", "file_name", "width", "height")
+
+
+def is_id(value):
+    """A COCO id: a non-negative integer that fits the records' int64 (a bool is not one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63
+
+
+def short(value, limit=60):
+    """repr(value), cut to `limit` characters: a message stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def finite_numbers(value):
+    """A JSON list of finite numbers as a 1-D float64 array, else None (strings, NaN, nesting)."""
+    if not isinstance(value, (list, np.ndarray)):
+        return None
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged nesting
+        return None
+    if array.ndim != 1 or array.dtype.kind not in "iuf":
+        return None
+    array = array.astype(np.float64)
+    return array if np.isfinite(array).all() else None
+
+
+def annotation_problem(ann):
+    """What makes an annotation unusable as written (a short phrase), or None.
+
+    Only its own fields are checked here; plan_work checks it against its image entry.
+    """
+    if not isinstance(ann, dict):
+        return "not a JSON object"
+    absent = [k for k in ANNOTATION_REQUIRED if k not in ann]
+    if absent:
+        return f"no {', '.join(absent)}"
+    for key in ("id", "image_id"):
+        if not is_id(ann[key]):
+            return f"{key} {short(ann[key])} is not a non-negative integer"
+    if ann.get("iscrowd", 0) not in (0, 1):
+        return f"iscrowd {short(ann['iscrowd'])} is not 0 or 1"
+    bbox = finite_numbers(ann["bbox"])
+    if bbox is None or len(bbox) != 4:
+        return f"bbox {short(ann['bbox'])} is not 4 finite numbers"
+    if bbox[2] <= 0 or bbox[3] <= 0:
+        return f"bbox {short(ann['bbox'])} has a width or height <= 0"
+    keypoints = finite_numbers(ann["keypoints"])
+    if keypoints is None or len(keypoints) != 51:
+        return "keypoints are not 51 finite numbers (x, y, visibility of 17 joints)"
+    if not set(keypoints[2::3].tolist()) <= {0.0, 1.0, 2.0}:
+        return "a keypoint visibility is not 0, 1 or 2"
+    segmentation = ann.get("segmentation")
+    if isinstance(segmentation, list):
+        for polygon in segmentation:
+            points = finite_numbers(polygon)
+            if points is None or len(points) % 2:
+                return "a segmentation polygon is not a list of x, y numbers"
+            if len(points) < 6:
+                return "a segmentation polygon has fewer than 3 points"
+    elif segmentation is not None and not isinstance(segmentation, dict):
+        return "segmentation is neither polygons nor RLE"
+    return None
+
+
+def image_entry_problem(img):
+    """What makes an `images` entry unusable (a short phrase), or None."""
+    if not isinstance(img, dict):
+        return "not a JSON object"
+    absent = [k for k in IMAGE_FIELDS if k not in img]
+    if absent:
+        return f"no {', '.join(absent)}"
+    if not is_id(img["id"]):
+        return f"id {short(img['id'])} is not a non-negative integer"
+    if not isinstance(img["file_name"], str) or not img["file_name"]:
+        return f"file_name {short(img['file_name'])} is not a file name"
+    if not all(is_id(img[k]) and img[k] > 0 for k in ("width", "height")):
+        return f"width {short(img['width'])}, height {short(img['height'])} are not positive integers"
+    return None
+
+
+def compact_annotation(obj):
+    """A valid annotation, keeping only what this script reads.
+
+    Keypoints and polygons become float64 arrays (8 bytes a number, against ~32 as Python
+    floats in a list); the values are those `np.asarray(..., np.float64)` gives from the lists.
+    A segmentation that is not a polygon list (crowd RLE) becomes None: skip_reason only asks
+    whether it is a list, and nothing else reads it.
+    """
+    ann = {"id": obj["id"], "image_id": obj["image_id"], "bbox": obj["bbox"],
+           "keypoints": np.asarray(obj["keypoints"], dtype=np.float64)}
+    if "iscrowd" in obj:
+        ann["iscrowd"] = obj["iscrowd"]
+    if "segmentation" in obj:
+        segmentation = obj["segmentation"]
+        ann["segmentation"] = ([np.asarray(p, dtype=np.float64) for p in segmentation]
+                               if isinstance(segmentation, list) else None)
+    return ann
 
 
 def compact_coco_object(obj):
     """json object_hook: of a COCO image or keypoint annotation, keep only what this script reads.
 
     Called on every JSON object as it is parsed, so the dropped fields are garbage at once.
-    Keypoints and polygons become float64 arrays (8 bytes a number, against ~32 as Python
-    floats in a list); the values are those `np.asarray(..., np.float64)` gives from the lists.
-    A segmentation that is not a polygon list (crowd RLE) becomes None: skip_reason only asks
-    whether it is a list, and nothing else reads it. Any other object, and an annotation that
-    lacks a required field (load_coco_annotations reports it), stays as parsed.
+    An annotation (compact_annotation) is recognised by its image_id; one with a problem
+    (annotation_problem) stays as parsed, for plan_work to report. Images keep id, file
+    name and size (the decoded image is checked against it). Any other object stays as parsed.
     """
     if "image_id" in obj:
-        if not all(k in obj for k in ANNOTATION_REQUIRED):
-            return obj
-        ann = {"id": obj["id"], "image_id": obj["image_id"], "bbox": obj["bbox"],
-               "keypoints": np.asarray(obj["keypoints"], dtype=np.float64)}
-        if "iscrowd" in obj:
-            ann["iscrowd"] = obj["iscrowd"]
-        if "segmentation" in obj:
-            segmentation = obj["segmentation"]
-            ann["segmentation"] = ([np.asarray(p, dtype=np.float64) if isinstance(p, list) else p
-                                    for p in segmentation] if isinstance(segmentation, list) else None)
-        return ann
+        return obj if annotation_problem(obj) else compact_annotation(obj)
     if "file_name" in obj and "id" in obj:
-        return {"id": obj["id"], "file_name": obj["file_name"]}
+        return {k: obj[k] for k in IMAGE_FIELDS if k in obj}
     return obj
+
+
+def is_bad(ann):
+    """True if an annotation (parsed, or a skipping_object_hook stub) is broken by itself."""
+    if isinstance(ann, dict) and "skipped" in ann:
+        return ann["skipped"] == BAD
+    return annotation_problem(ann) is not None
 
 
 def load_coco_annotations(path, object_hook=None):
     """The COCO keypoint JSON as a dict, validated enough to give clear errors.
 
     object_hook: passed to json.load (skipping_object_hook(settings) keeps only what a
-    coco_process run reads; None keeps everything, as evaluate.py needs).
+    coco_process run reads; None keeps everything, as evaluate.py needs). A file whose
+    every annotation is broken is not a keypoint file (an instances_*.json, say): an error.
+    Single broken annotations are plan_work's to skip.
     """
     if not os.path.isfile(path):
         raise InputError(f"annotation file not found: {path} (run download_coco.sh, or pass --coco-root)")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f, object_hook=object_hook)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path} is not JSON ({err})") from None
+    except RecursionError:
+        raise InputError(f"{path} is not COCO JSON (nested too deeply)") from None
     missing = [k for k in ("images", "annotations") if not isinstance(data, dict) or k not in data]
     if missing:
         raise InputError(f"{path} is not a COCO annotation file (no {' or '.join(missing)})")
-    for ann in data["annotations"][:1]:
-        # one skipping_object_hook skipped had them all, and kept only its ids
-        absent = [] if "skipped" in ann else [k for k in ANNOTATION_REQUIRED if k not in ann]
-        if absent:
-            raise InputError(f"{path} is not a COCO keypoint file (annotations lack {', '.join(absent)})")
+    for key in ("images", "annotations"):
+        if not isinstance(data[key], list):
+            raise InputError(f"{path} is not a COCO annotation file (its {key} is not a list)")
+    if data["annotations"] and all(map(is_bad, data["annotations"])):
+        first = data["annotations"][0]
+        why = first.get("problem") if isinstance(first, dict) and "problem" in first else annotation_problem(first)
+        raise InputError(f"{path} is not a COCO keypoint file: no annotation is valid "
+                         f"(the first: {why})")
     return data
 
 
-def skip_reason(ann, settings):
-    """Why an annotation cannot become a figure (a counter key), or None if it can.
+def to_canvas(keypoints, affine):
+    """COCO keypoints (J x 3) -> canvas keypoints: labelled ones mapped through the figure's
+    affine, unlabelled ones (0, 0, 0)."""
+    labelled = keypoints[:, 2] > 0
+    canvas = np.zeros_like(keypoints)
+    canvas[labelled, :2] = apply_affine(affine, keypoints[labelled, :2])
+    canvas[:, 2] = keypoints[:, 2]
+    return canvas
 
-    Checked from the JSON alone, so a run knows its work before reading any image.
+
+def labelled_with_map(canvas_keypoints, size, map_stride):
+    """(J,) bool: the labelled canvas keypoints whose stored confidence map is not empty.
+
+    One on the canvas always has its peak there; one outside it is rendered to see (rare).
+    """
+    labelled = canvas_keypoints[:, 2] > 0
+    xy = canvas_keypoints[:, :2]
+    outside = labelled & ~((xy >= -0.5) & (xy < size - 0.5)).all(axis=1)  # pixel i covers [i - 0.5, i + 0.5)
+    if outside.any():
+        maps = quantise_maps(render_confidence_maps(canvas_keypoints[outside], size // map_stride, map_stride))
+        labelled[outside] = maps.max(axis=(0, 1)) > 0
+    return labelled
+
+
+def skip_reason(ann, settings):
+    """Why a valid annotation does not become a figure (a counter key), or None if it does.
+
+    Checked from the JSON alone, so a run knows its work before reading any image. A
+    keypoint whose map would be empty counts as unlabelled (see the module docstring).
     """
     if ann.get("iscrowd", 0):
         return "crowd"
-    keypoints = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
-    if len(keypoints) != 17:
-        return "not_17_keypoints"
-    labelled = int((keypoints[coco_indices(settings["joint_names"]), 2] > 0).sum())
-    if labelled < settings["min_keypoints"]:
+    keypoints = np.asarray(ann["keypoints"], dtype=np.float64).reshape(17, 3)[coco_indices(settings["joint_names"])]
+    canvas = to_canvas(keypoints, figure_transform(ann["bbox"], settings["size"]))
+    if int(labelled_with_map(canvas, settings["size"], settings["map_stride"]).sum()) < settings["min_keypoints"]:
         return "too_few_keypoints"
     if settings["background"] == "white":
         segmentation = ann.get("segmentation")
@@ -115,41 +267,94 @@ def skip_reason(ann, settings):
 
 def skipping_object_hook(settings):
     """json object_hook for a run with `settings`: compact_coco_object, and each annotation's
-    skip_reason decided as it is parsed, under the key "skipped".
+    verdict (BAD, a skip_reason, or None) decided as it is parsed, under the key "skipped".
 
-    A skipped annotation keeps only id, image_id and "skipped", so the persons a run skips
-    (4 in 5 of the COCO slice's at the defaults) are never held whole all at once.
+    A skipped annotation keeps only id, image_id and "skipped" (and a broken one its
+    "problem"), so the persons a run skips (4 in 5 of the COCO slice's at the defaults) are
+    never held whole all at once.
     """
     def hook(obj):
-        obj = compact_coco_object(obj)
-        if "image_id" in obj and all(k in obj for k in ANNOTATION_REQUIRED):
-            reason = skip_reason(obj, settings)
-            if reason:
-                return {"id": obj["id"], "image_id": obj["image_id"], "skipped": reason}
-            obj["skipped"] = None
-        return obj
+        if "image_id" not in obj:
+            return compact_coco_object(obj)
+        problem = annotation_problem(obj)
+        if problem:
+            return {"id": obj.get("id"), "image_id": obj.get("image_id"), "skipped": BAD, "problem": problem}
+        ann = compact_annotation(obj)
+        reason = skip_reason(ann, settings)
+        if reason:
+            return {"id": ann["id"], "image_id": ann["image_id"], "skipped": reason}
+        ann["skipped"] = None
+        return ann
     return hook
 
 
-def plan_work(data, settings):
-    """Per-image tasks [(image_info, [annotations])] in image-id order, and skip counts.
+def bbox_outside(bbox, img):
+    """A problem phrase if bbox reaches outside its image (by more than a pixel), else None."""
+    x, y, w, h = (float(v) for v in bbox)
+    if x < -1 or y < -1 or x + w > img["width"] + 1 or y + h > img["height"] + 1:
+        return f"bbox {short(list(bbox))} reaches outside the {img['width']}x{img['height']} image"
+    return None
 
-    An annotation's "skipped" (skipping_object_hook) stands for its skip_reason; a missing
-    image entry goes before it.
+
+def plan_work(data, settings):
+    """Per-image tasks [(image_info, [annotations])] in image-id order, skip counts, and the
+    broken items named ("annotation 7: ..."), in the order found.
+
+    Every annotation gets one reason: broken by itself (BAD), then a duplicate id, a missing
+    or broken image entry, a bbox outside its image (BAD), then the filters (skip_reason).
+    An annotation's "skipped" (skipping_object_hook) stands for the first and the last.
     """
-    images = {img["id"]: img for img in data["images"]}
-    counts = Counter()
-    by_image = {}
-    for ann in sorted(data["annotations"], key=lambda a: (a["image_id"], a["id"])):
+    counts, problems = Counter(), []
+    image_ids = Counter(img["id"] for img in data["images"] if isinstance(img, dict) and is_id(img.get("id")))
+    images, bad_images = {}, set()
+    for n, img in enumerate(data["images"]):
+        problem = image_entry_problem(img)
+        if problem is None and image_ids[img["id"]] > 1:
+            problem = f"its id is used by {image_ids[img['id']]} image entries"
+        if problem:
+            named = isinstance(img, dict) and is_id(img.get("id"))
+            if not named:
+                problems.append(f"images[{n}]: {problem}")
+            elif img["id"] not in bad_images:  # a duplicate id is named once
+                problems.append(f"image {img['id']}: {problem}")
+                bad_images.add(img["id"])
+        else:
+            images[img["id"]] = img
+    anns = data["annotations"]
+    ann_ids = Counter(a["id"] for a in anns if isinstance(a, dict) and is_id(a.get("id")))
+    valid, named_duplicates = [], set()
+    for n, ann in enumerate(anns):
         counts["annotations_seen"] += 1
-        reason = ("no_image_entry" if ann["image_id"] not in images
-                  else ann["skipped"] if "skipped" in ann else skip_reason(ann, settings))
+        name = f"annotation {ann['id']}" if isinstance(ann, dict) and is_id(ann.get("id")) else f"annotations[{n}]"
+        if isinstance(ann, dict) and "skipped" in ann:
+            reason, problem = ann["skipped"], ann.get("problem")
+        else:
+            problem = annotation_problem(ann)
+            reason = BAD if problem else skip_reason(ann, settings)
+        if reason != BAD:
+            if ann_ids[ann["id"]] > 1:
+                reason, problem = "duplicate_id", f"its id is used by {ann_ids[ann['id']]} annotations"
+                if ann["id"] in named_duplicates:
+                    problem = None  # named once
+                named_duplicates.add(ann["id"])
+            elif ann["image_id"] in bad_images:
+                reason = "bad_image_entry"  # the entry is named
+            elif ann["image_id"] not in images:
+                reason, problem = "no_image_entry", f"image {ann['image_id']} has no entry in images"
+            elif reason is None:
+                problem = bbox_outside(ann["bbox"], images[ann["image_id"]])
+                reason = BAD if problem else None
+        if problem:
+            problems.append(f"{name}: {problem}")
         if reason:
             counts["skipped_" + reason] += 1
         else:
-            by_image.setdefault(ann["image_id"], []).append(ann)
+            valid.append(ann)
+    by_image = {}
+    for ann in sorted(valid, key=lambda a: (a["image_id"], a["id"])):
+        by_image.setdefault(ann["image_id"], []).append(ann)
     tasks = [(images[i], by_image[i]) for i in sorted(by_image)]
-    return tasks, counts
+    return tasks, counts, problems
 
 
 def first_tasks_for(tasks, limit):
@@ -171,16 +376,19 @@ def person_mask(ann, height, width):
 
 
 def figure_record(image_rgb, ann, settings):
-    """One structured record (figure_dtype) for one person annotation."""
+    """One structured record (figure_dtype) for one person annotation, and how many of its
+    labelled keypoints lay so far outside the canvas that their maps were empty (stored
+    unlabelled); None if the person's mask and bbox share no pixel (the figure would be blank)."""
     height, width = image_rgb.shape[:2]
     mask = person_mask(ann, height, width) if settings["background"] == "white" else None
+    keep = bbox_mask(ann["bbox"], height, width)
+    if not (keep if mask is None else keep & mask).any():
+        return None, 0
     canvas, affine = render_figure(image_rgb, mask, ann["bbox"], settings["size"])
     coco_kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(17, 3)
-    kept = coco_kp[coco_indices(settings["joint_names"])]
-    labelled = kept[:, 2] > 0
-    keypoints = np.zeros_like(kept)
-    keypoints[labelled, :2] = apply_affine(affine, kept[labelled, :2])
-    keypoints[:, 2] = kept[:, 2]
+    canvas_kp = to_canvas(coco_kp[coco_indices(settings["joint_names"])], affine)
+    kept = labelled_with_map(canvas_kp, settings["size"], settings["map_stride"])
+    keypoints = np.where(kept[:, None], canvas_kp, 0.0)  # far outside the canvas: unlabelled
     map_size = settings["size"] // settings["map_stride"]
     maps = render_confidence_maps(keypoints, map_size, settings["map_stride"])
 
@@ -190,18 +398,63 @@ def figure_record(image_rgb, ann, settings):
     record["bbox"], record["affine"], record["keypoints"] = ann["bbox"], affine, keypoints
     crop_to_record(canvas, record)
     record["confidence_maps"] = quantise_maps(maps)
-    return record
+    return record, int(((canvas_kp[:, 2] > 0) & ~kept).sum())
+
+
+def read_image(path):
+    """The photo as RGB, or None and why it cannot be read whole.
+
+    A JPEG must end with its end-of-image marker: libjpeg decodes a truncated file to a
+    picture grey at the bottom, with a warning that names no file.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None, "file not found"
+    except OSError as err:
+        return None, f"cannot read it ({err.strerror})"
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None, "truncated JPEG (no end-of-image marker)"
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    except cv2.error:
+        bgr = None
+    if bgr is None:
+        return None, "not an image OpenCV can decode"
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None
 
 
 def process_image(task):
-    """Worker: all figures of one image -> (records array, image file name or None if unreadable)."""
+    """Worker: all figures of one image -> (records array, counts, broken items named).
+
+    The decoded size must be the JSON's: a resized or rotated file would be cut at the wrong place.
+    """
     image_info, anns, settings = task
-    path = os.path.join(settings["image_dir"], image_info["file_name"])
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        return np.zeros(0, settings["dtype"]), image_info["file_name"]
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return np.stack([figure_record(rgb, ann, settings) for ann in anns]), None
+    name = image_info["file_name"]
+    rgb, why = read_image(os.path.join(settings["image_dir"], name))
+    key = "skipped_image_unreadable"
+    if rgb is not None and rgb.shape[:2] != (image_info["height"], image_info["width"]):
+        key, why = "skipped_image_size_mismatch", (f"decodes to {rgb.shape[1]}x{rgb.shape[0]}, the JSON says "
+                                                  f"{image_info['width']}x{image_info['height']}")
+    if why:
+        return np.zeros(0, settings["dtype"]), Counter({key: len(anns)}), [f"image {name}: {why}"]
+    records, counts, problems = [], Counter(), []
+    for ann in anns:
+        record, outside = figure_record(rgb, ann, settings)
+        if record is None:
+            counts["skipped_empty_figure"] += 1
+            problems.append(f"annotation {ann['id']}: its polygons and bbox share no pixel of image {name}")
+            continue
+        records.append(record)
+        counts["keypoints_far_outside"] += outside
+    records = np.stack(records) if records else np.zeros(0, settings["dtype"])
+    return records, +counts, problems
+
+
+def ignore_interrupt():
+    """Pool initializer: Ctrl-C is the main process's to report (workers would print tracebacks)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------- output
@@ -221,26 +474,55 @@ def atomic_write_json(path, obj):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def read_progress(path, settings_key, partial_bytes, record_bytes):
+    """The saved state of a killed run with the same settings, or None to start over.
+
+    Raises InputError if the file is damaged: our writes are atomic, so damage came from
+    elsewhere, and resuming from it could write wrong figures.
+    """
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot --resume: {path} is damaged (not JSON: {err}); "
+                         f"run without --resume to start over") from None
+    if not isinstance(saved, dict) or saved.get("settings") != settings_key:
+        return None
+    fields = {"records": int, "tasks_done": int, "crc32": int, "counts": dict, "problems": list}
+    bad = [k for k, kind in fields.items() if not isinstance(saved.get(k), kind) or isinstance(saved.get(k), bool)]
+    if not bad and HEADER_BYTES + saved["records"] * record_bytes > partial_bytes:
+        bad = ["records (more than the partial file holds)"]
+    if bad or saved["records"] < 0 or saved["tasks_done"] < 0:
+        raise InputError(f"cannot --resume: {path} is damaged ({', '.join(bad) or 'negative counts'}); "
+                         f"run without --resume to start over")
+    return saved
 
 
 class FigureWriter:
     """Streams records to `<out>.partial`; `finish()` renames it to `<out>`.
 
     The partial file is a valid .npy layout with a reserved header; `<out>.partial.json`
-    records how many records and image tasks are safely on disk, so a killed run can
-    `resume` from there (anything written after the last checkpoint is cut off).
+    records how many records and image tasks are safely on disk (and their CRC-32), so a
+    killed run can `resume` from there (anything written after the last checkpoint is cut off).
     """
 
     def __init__(self, out, dtype, settings_key, resume):
         self.out, self.dtype, self.partial = out, dtype, out + ".partial"
         self.progress_path = self.partial + ".json"
-        self.state = {"settings": settings_key, "records": 0, "tasks_done": 0, "counts": {},
-                      "unreadable": []}
-        if resume and os.path.exists(self.partial) and os.path.exists(self.progress_path):
-            with open(self.progress_path) as f:
-                saved = json.load(f)
-            if saved.get("settings") == settings_key:
+        self.state = {"settings": settings_key, "records": 0, "tasks_done": 0, "crc32": 0, "counts": {},
+                      "problems": []}
+        if resume and not (os.path.exists(self.partial) and os.path.exists(self.progress_path)):
+            print(f"--resume: no stopped run of {out} to continue; starting from the beginning")
+        elif resume:
+            saved = read_progress(self.progress_path, settings_key, os.path.getsize(self.partial), dtype.itemsize)
+            if saved is None:
+                print(f"--resume: {self.partial} was made with other settings or annotations; starting over")
+            else:
                 self.state = saved
         self.file = open(self.partial, "r+b" if self.state["records"] else "wb")
         self.file.truncate(HEADER_BYTES + self.state["records"] * dtype.itemsize)
@@ -249,24 +531,38 @@ class FigureWriter:
         self.file.seek(0, os.SEEK_END)
 
     def append(self, records):
-        self.file.write(records.tobytes())
+        data = records.tobytes()
+        self.file.write(data)
         self.state["records"] += len(records)
+        self.state["crc32"] = zlib.crc32(data, self.state["crc32"])
 
-    def checkpoint(self, tasks_done, counts, unreadable):
+    def checkpoint(self, tasks_done, counts, problems):
         self.file.flush()
         os.fsync(self.file.fileno())
-        self.state.update(tasks_done=tasks_done, counts=dict(counts), unreadable=unreadable)
+        self.state.update(tasks_done=tasks_done, counts=dict(counts), problems=problems)
         atomic_write_json(self.progress_path, self.state)
 
-    def finish(self):
+    def finish(self, sidecar):
+        """Write the final header, then the sidecar naming the data (size, record CRC-32), then
+        rename: a kill between the last two leaves a sidecar that read_sidecar tells from the
+        old `<out>`, and the partial file and progress that --resume completes."""
         self.file.seek(0)
         self.file.write(npy_header(self.dtype, self.state["records"]))
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
+        atomic_write_json(self.out + ".json", dict(sidecar, data_bytes=os.path.getsize(self.partial),
+                                                   data_crc32=self.state["crc32"]))
         os.replace(self.partial, self.out)
         if os.path.exists(self.progress_path):
             os.remove(self.progress_path)
+
+    def discard(self):
+        """Remove the partial file and its progress (a run that wrote nothing)."""
+        self.file.close()
+        for path in (self.partial, self.progress_path):
+            if os.path.exists(path):
+                os.remove(path)
 
 
 # ----------------------------------------------------------------------------- examples
@@ -280,25 +576,41 @@ def write_examples(figures, names, out_dir, count):
         canvas = canvas_image(record)
         stem = os.path.join(out_dir, f"{int(record['image_id'])}_{n}")
         drawn = draw_skeleton(canvas, record["keypoints"][:, :2], record["keypoints"][:, 2] > 0, names)
-        cv2.imwrite(stem + ".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         total = np.clip(record["confidence_maps"].astype(np.float32).sum(-1), 0, 255).astype(np.uint8)
         total = cv2.resize(total, canvas.shape[:2][::-1], interpolation=cv2.INTER_LINEAR)
-        cv2.imwrite(stem + "_c.png", total)
-        written += [stem + ".png", stem + "_c.png"]
+        for path, picture in ((stem + ".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)), (stem + "_c.png", total)):
+            if not cv2.imwrite(path, picture):
+                raise InputError(f"cannot write the example {path} (--examples-dir)")
+            written.append(path)
     return written
 
 
 # ----------------------------------------------------------------------------- driver
 
 def check_writable(out):
-    """Fail early, with one line, if `out` cannot be created."""
+    """Fail early, with one line, if `out` and its sidecar cannot be created."""
     directory = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(directory):
-        raise InputError(f"cannot write {out}: directory {directory} does not exist")
+        raise InputError(f"cannot write --out {out}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
-        raise InputError(f"cannot write {out}: directory {directory} is not writable")
-    if os.path.isdir(out):
-        raise InputError(f"cannot write {out}: it is a directory")
+        raise InputError(f"cannot write --out {out}: directory {directory} is not writable")
+    for path in (out, out + ".json", out + ".partial"):
+        if os.path.isdir(path):
+            raise InputError(f"cannot write --out {out}: {path} is a directory")
+
+
+def check_examples_dir(path):
+    """Fail before any work if the example pictures cannot go to `path`."""
+    existing = path
+    while not os.path.exists(existing) and os.path.dirname(os.path.abspath(existing)) != os.path.abspath(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise InputError(f"cannot write examples to --examples-dir {path}: "
+                         f"{existing} is {'not writable' if os.path.isdir(existing) else 'not a directory'}")
+
+
+def name_counts(counts):
+    return ", ".join(f"{k[8:]} {v}" for k, v in sorted(counts.items()) if k.startswith("skipped_"))
 
 
 def process(args):
@@ -311,107 +623,197 @@ def process(args):
                 "allow_multi_polygon": args.allow_multi_polygon, "min_area": args.min_area,
                 "size": args.size, "map_stride": args.map_stride, "image_dir": image_dir,
                 "dtype": figure_dtype(len(names), args.size, args.map_stride)}
+    check_writable(args.out)
+    if os.path.exists(args.out) and os.path.exists(ann_path) and os.path.samefile(args.out, ann_path):
+        raise InputError(f"--out {args.out} is the annotation file it reads")
+    if args.examples:
+        check_examples_dir(args.examples_dir)
     data = load_coco_annotations(ann_path, object_hook=skipping_object_hook(settings))
     if not os.path.isdir(image_dir):
         raise InputError(f"image folder not found: {image_dir}")
-    check_writable(args.out)
-    tasks, counts = plan_work(data, settings)
+    tasks, counts, problems = plan_work(data, settings)
+    seen = counts["annotations_seen"]
     del data  # unused images and skipped annotations go now, not after the run
+    if problems and args.strict:
+        raise InputError(f"{problems[0]} (stopped by --strict)")
+    if not seen:
+        raise InputError(f"no figures to write: {ann_path} has no annotations")
+    if not tasks:
+        raise InputError(f"no figures to write: all {seen} annotations of {ann_path} were skipped "
+                         f"({name_counts(counts)})")
     if args.limit:
         tasks = first_tasks_for(tasks, args.limit)
+    stat = os.stat(ann_path)
     key = {k: v for k, v in settings.items() if k not in ("dtype", "image_dir")}
-    key.update(joint_names=list(names), annotations=ann_path, limit=args.limit)
+    key.update(joint_names=list(names), annotations=ann_path, limit=args.limit,
+               annotations_stat=[stat.st_size, stat.st_mtime_ns])
     writer = FigureWriter(args.out, settings["dtype"], key, args.resume)
-    run_counts = Counter(writer.state["counts"])  # skips found while running (unreadable images)
-    unreadable = list(writer.state["unreadable"])
+    run_counts = Counter(writer.state["counts"])  # found while running (broken images, notes)
+    run_problems = list(writer.state["problems"])
     done = writer.state["tasks_done"]
     if done:
         print(f"resuming after {done} images ({writer.state['records']} figures on disk)")
     todo = [(info, anns, settings) for info, anns in tasks[done:]]
     last_checkpoint = time.time()
-    # spawned workers hold only their own tasks, not a forked copy of the annotation JSON
-    with get_context("spawn").Pool(args.workers) as pool, tqdm(total=len(tasks), initial=done, unit="img",
-                                          desc="figures", disable=args.quiet) as bar:
-        for records, bad_file in pool.imap(process_image, todo, chunksize=4):
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if args.workers > 1:
+            # spawned workers hold only their own tasks, not a forked copy of the annotation JSON
+            pool = stack.enter_context(get_context("spawn").Pool(args.workers, initializer=ignore_interrupt))
+        results = pool.imap(process_image, todo, chunksize=4) if pool else map(process_image, todo)
+        bar = stack.enter_context(tqdm(total=len(tasks), initial=done, unit="img", desc="figures",
+                                       disable=args.quiet))
+        for records, task_counts, task_problems in results:
+            if task_problems and args.strict:
+                raise InputError(f"{task_problems[0]} (stopped by --strict)")
             done += 1
-            if bad_file:
-                unreadable.append(bad_file)
-                run_counts["skipped_image_unreadable"] += len(tasks[done - 1][1])
+            run_counts.update(task_counts)
+            run_problems += task_problems
             if args.limit:
                 records = records[:max(0, args.limit - writer.state["records"])]
             writer.append(records)
             bar.update(1)
             bar.set_postfix(figures=writer.state["records"])
             if time.time() - last_checkpoint >= args.checkpoint_seconds:
-                writer.checkpoint(done, run_counts, unreadable)
+                writer.checkpoint(done, run_counts, run_problems)
                 last_checkpoint = time.time()
-        pool.close()  # all results are in: let workers exit (terminate can hang on one still starting)
-        pool.join()
+        if pool:
+            pool.close()  # all results are in: let workers exit (terminate can hang on one still starting)
+            pool.join()
     counts += run_counts
-    seconds = time.time() - started
+    if not writer.state["records"]:
+        writer.discard()
+        first = "".join(f"; first: {p}" for p in (problems + run_problems)[:1])
+        raise InputError(f"no figures written: every image with persons to cut was skipped "
+                         f"({name_counts(counts)}{first})")
+    writer.checkpoint(done, run_counts, run_problems)  # a kill from here on resumes with nothing to redo
     summary = {"joint_names": list(names), "settings": key, "figures": writer.state["records"],
-               "counts": dict(sorted(counts.items())), "unreadable_images": unreadable,
-               "seconds": round(seconds, 2), "record_bytes": settings["dtype"].itemsize}
-    atomic_write_json(args.out + ".json", summary)
-    writer.finish()
+               "counts": dict(sorted(counts.items())), "problems": problems + run_problems,
+               "seconds": round(time.time() - started, 2), "record_bytes": settings["dtype"].itemsize}
+    writer.finish(summary)
     return summary
 
 
-def print_summary(summary, seconds):
+def print_summary(summary, seconds, sidecar_path, shown=20):
+    """Counts on stdout; each broken item skipped named on stderr (the first `shown`, all in the sidecar)."""
     counts = summary["counts"]
     print(f"annotations seen : {counts.get('annotations_seen', 0)}")
     print(f"figures written  : {summary['figures']}")
     for key, value in counts.items():
         if key.startswith("skipped_"):
             print(f"skipped {key[8:]:<17}: {value}")
-    for name in summary["unreadable_images"][:10]:
-        print(f"  unreadable image: {name}")
+    problems = summary["problems"]
+    if counts.get("keypoints_far_outside"):
+        print(f"coco_process.py: note: labelled keypoints too far outside their figure's canvas to have a map, "
+              f"stored as unlabelled: {counts['keypoints_far_outside']}", file=sys.stderr)
+    for problem in problems[:shown]:
+        print(f"coco_process.py: skipped {problem}", file=sys.stderr)
+    if len(problems) > shown:
+        print(f"coco_process.py: skipped {len(problems) - shown} more broken items, all named in {sidecar_path}",
+              file=sys.stderr)
     rate = summary["figures"] / max(seconds, 1e-9)
     print(f"seconds          : {seconds:.1f} ({rate:.1f} figures/s)")
     print(f"bytes per figure : {summary['record_bytes']}")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (no usage block), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def int_in(low, high=None):
+    """An argparse type: an integer in [low, high] (checked at parse time, so no run starts with a wrong value)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            within = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be an integer {within}, not {text!r}")
+        return value
+    return parse
+
+
+def number_at_least(low):
+    """An argparse type: a finite number >= low (NaN would silently disable the check it sets)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value >= low):
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, not {text!r}")
+        return value
+    return parse
+
+
+def split_name(text):
+    """An argparse type: a COCO split name such as train2017; it becomes part of paths, so no paths."""
+    if not text or not all(c.isalnum() or c in "_-" for c in text):
+        raise argparse.ArgumentTypeError(f"must be a split name like train2017 (letters, digits, _ and -), "
+                                         f"not {text!r}")
+    return text
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
+        prog="coco_process.py",
         description="Cut COCO persons into centred 320x320 figures on white with keypoints and "
                     "Gaussian confidence maps, written to one memory-mappable .npy.")
     parser.add_argument("--coco-root", default=".", help="folder holding annotations/ and images/ (default: .)")
-    parser.add_argument("--split", default="train2017", help="COCO split, e.g. train2017 or val2017 (default: train2017)")
+    parser.add_argument("--split", type=split_name, default="train2017",
+                        help="COCO split, e.g. train2017 or val2017 (default: train2017)")
     parser.add_argument("--out", default="coco.npy", help="output .npy path; a .json sidecar is written beside it (default: coco.npy)")
     parser.add_argument("--joints", type=int, choices=sorted((13, 17)), default=13,
                         help="13 = the original's joints (no eyes/ears), 17 = all COCO keypoints (default: 13)")
-    parser.add_argument("--min-keypoints", type=int, default=8,
-                        help="keep a person only if at least this many of the kept joints are labelled (default: 8)")
-    parser.add_argument("--min-area", type=float, default=2500,
-                        help="keep a person only if its bbox has more than this many pixels (default: 2500, as the original)")
+    parser.add_argument("--min-keypoints", type=int_in(0, 17), default=8,
+                        help="keep a person only if at least this many of the kept joints are labelled on the "
+                             "canvas, 0 to --joints (default: 8)")
+    parser.add_argument("--min-area", type=number_at_least(0), default=2500,
+                        help="keep a person only if its bbox has more than this many pixels, >= 0 "
+                             "(default: 2500, as the original)")
     parser.add_argument("--allow-multi-polygon", action="store_true",
                         help="also keep persons whose segmentation has several polygons (the original kept one-polygon persons only)")
     parser.add_argument("--background", choices=("white", "keep"), default="white",
                         help="white: mask the person from its segmentation on white (the original); "
                              "keep: crop the bbox without masking (default: white)")
-    parser.add_argument("--size", type=int, default=320, help="canvas side in pixels (default: 320)")
-    parser.add_argument("--map-stride", type=int, default=STRIDE,
-                        help=f"canvas pixels per confidence-map pixel; maps are size/stride square (default: {STRIDE})")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
-    parser.add_argument("--limit", type=int, default=0, help="stop after this many figures, for trying it out (default: all)")
+    parser.add_argument("--size", type=int_in(32, 2048), default=320,
+                        help="canvas side in pixels, 32 to 2048, a multiple of --map-stride (default: 320)")
+    parser.add_argument("--map-stride", type=int_in(1, 64), default=STRIDE,
+                        help=f"canvas pixels per confidence-map pixel, 1 to 64; maps are size/stride square "
+                             f"(default: {STRIDE})")
+    parser.add_argument("--workers", type=int_in(1, 256), default=os.cpu_count() or 1,
+                        help="parallel processes, 1 to 256; 1 works in this process (default: all cores)")
+    parser.add_argument("--limit", type=int_in(0), default=0,
+                        help="stop after this many figures, for trying it out; 0 = all (default: 0)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop with an error at the first broken annotation or image, instead of "
+                             "skipping, counting and naming it")
     parser.add_argument("--resume", action="store_true", help="continue a killed run from its .partial file")
-    parser.add_argument("--checkpoint-seconds", type=float, default=5.0,
-                        help="how often finished work is made safe for --resume (default: 5)")
-    parser.add_argument("--examples", type=int, default=4, help="example PNGs to write (default: 4)")
+    parser.add_argument("--checkpoint-seconds", type=number_at_least(0), default=5.0,
+                        help="how often finished work is made safe for --resume, >= 0 (default: 5)")
+    parser.add_argument("--examples", type=int_in(0), default=4, help="example PNGs to write, >= 0 (default: 4)")
     parser.add_argument("--examples-dir", default="imgs", help="where example PNGs go (default: imgs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.size % args.map_stride:
         parser.error(f"--size {args.size} must be a multiple of --map-stride {args.map_stride}")
+    if args.min_keypoints > args.joints:
+        parser.error(f"--min-keypoints {args.min_keypoints} is more than the {args.joints} joints (--joints)")
     try:
         started = time.time()
         summary = process(args)
-        print_summary(summary, time.time() - started)
+        print_summary(summary, time.time() - started, args.out + ".json")
         if summary["figures"] and args.examples:
             written = write_examples(open_figures(args.out), summary["joint_names"], args.examples_dir, args.examples)
             print(f"examples         : {', '.join(written)}")
     except (InputError, OSError) as err:
         sys.exit(f"coco_process.py: error: {err}")
+    except KeyboardInterrupt:
+        sys.exit("coco_process.py: interrupted (--resume continues from the last checkpoint)")
 
 
 if __name__ == "__main__":

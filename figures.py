@@ -255,12 +255,21 @@ def open_figures(path):
 
 
 def read_sidecar(path):
-    """The JSON written beside a `coco.npy` (joint names, settings, counts), or {}."""
+    """The JSON written beside a `coco.npy` (joint names, settings, counts), or {}.
+
+    coco_process.py writes the sidecar just before renaming the data into place, and names
+    the data's size in it: a ValueError says the sidecar describes another file than `path`.
+    """
     sidecar = path + ".json"
     if not os.path.exists(sidecar):
         return {}
     with open(sidecar) as f:
-        return json.load(f)
+        info = json.load(f)
+    size = os.path.getsize(path) if os.path.isfile(path) else None
+    if isinstance(info, dict) and "data_bytes" in info and size is not None and size != info["data_bytes"]:
+        raise ValueError(f"{sidecar} describes another file ({info['data_bytes']} bytes) than {path} "
+                         f"({size} bytes): its run stopped before the rename; finish it with coco_process.py --resume")
+    return info
 
 
 def figure_joint_names(figures):

@@ -2,6 +2,11 @@
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+import zlib
 
 import cv2
 import numpy as np
@@ -21,17 +26,28 @@ def load_annotations(coco_root, split="train2017"):
 
 
 def test_canvas_keypoints_map_back_to_coco_within_half_pixel(sample_figures, coco_sample):
+    """Labelled joints map back to COCO; one whose map would be empty (far outside the canvas)
+    is stored unlabelled, and counted."""
     figures = open_figures(str(sample_figures))
     anns, _ = load_annotations(coco_sample)
     columns = coco_indices(figure_joint_names(figures))
-    worst = 0.0
+    worst, demoted, outside = 0.0, 0, 0
     for record in figures:
         original = np.asarray(anns[int(record["annotation_id"])]["keypoints"], float).reshape(17, 3)[columns]
-        labelled = original[:, 2] > 0
-        back = apply_affine(invert_affine(record["affine"]), record["keypoints"][labelled, :2])
-        worst = max(worst, np.abs(back - original[labelled, :2]).max())
-        np.testing.assert_array_equal(record["keypoints"][:, 2], original[:, 2])  # visibility kept
+        kept = record["keypoints"][:, 2] > 0
+        back = apply_affine(invert_affine(record["affine"]), record["keypoints"][kept, :2])
+        worst = max(worst, np.abs(back - original[kept, :2]).max())
+        np.testing.assert_array_equal(record["keypoints"][kept, 2], original[kept, 2])  # visibility kept
+        lost = (original[:, 2] > 0) & ~kept
+        assert (record["keypoints"][lost] == 0).all() and (record["confidence_maps"][..., lost] == 0).all()
+        xy = apply_affine(record["affine"], original[:, :2])
+        off_canvas = ((xy < -0.5) | (xy >= int(record["canvas_size"]) - 0.5)).any(axis=1)
+        assert not (lost & ~off_canvas).any()
+        demoted += int(lost.sum())
+        outside += int(((original[:, 2] > 0) & off_canvas).sum())
     assert worst < 0.5
+    assert outside > demoted  # the slice has joints just outside the canvas, kept with part of their map
+    assert read_sidecar(str(sample_figures))["counts"].get("keypoints_far_outside", 0) == demoted
 
 
 def test_person_pixels_kept_and_background_white(sample_figures, coco_sample):
@@ -99,7 +115,8 @@ def test_original_filter_is_stricter(coco_sample, tmp_path):
     assert open_figures(str(loose)).dtype["keypoints"].shape == (17, 3)
 
 
-def test_killed_run_resumes_to_identical_file(coco_sample, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_identical_file(coco_sample, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (here: from the 12th append) is one line; --resume then writes the same bytes."""
     args = ["--coco-root", str(coco_sample), "--examples", "0", "--quiet", "--workers", "1",
             "--checkpoint-seconds", "0"]
     coco_process.main(args + ["--out", str(tmp_path / "straight.npy")])
@@ -110,19 +127,95 @@ def test_killed_run_resumes_to_identical_file(coco_sample, tmp_path, monkeypatch
     def append_then_die(self, records):
         calls["n"] += 1
         if calls["n"] == 12:
-            raise KeyboardInterrupt("simulated kill")
+            raise KeyboardInterrupt("simulated Ctrl-C")
         real_append(self, records)
 
     killed = str(tmp_path / "killed.npy")
     monkeypatch.setattr(coco_process.FigureWriter, "append", append_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
         coco_process.main(args + ["--out", killed])
+    assert "interrupted" in str(stop.value.code) and "\n" not in str(stop.value.code)
     assert not os.path.exists(killed) and os.path.exists(killed + ".partial")
     monkeypatch.setattr(coco_process.FigureWriter, "append", real_append)
     coco_process.main(args + ["--out", killed, "--resume"])
     with open(tmp_path / "straight.npy", "rb") as a, open(killed, "rb") as b:
         assert a.read() == b.read()
     assert read_sidecar(killed)["counts"] == read_sidecar(str(tmp_path / "straight.npy"))["counts"]
+
+
+def sidecar_facts(path):
+    sidecar = read_sidecar(path)
+    return {k: sidecar[k] for k in ("figures", "counts", "problems", "data_bytes", "data_crc32")}
+
+
+def test_kill_9_mid_run_then_resume_is_byte_identical(synthetic_coco, tmp_path, capsys):
+    """SIGKILL a real run once its partial file holds records; --resume gives the unbroken run's bytes."""
+    args = ["--coco-root", str(synthetic_coco), "--allow-multi-polygon", "--examples", "0", "--quiet",
+            "--workers", "1", "--checkpoint-seconds", "0"]
+    straight, killed = str(tmp_path / "straight.npy"), str(tmp_path / "killed.npy")
+    coco_process.main(args + ["--out", straight])
+
+    process = subprocess.Popen([sys.executable, str(REPO / "coco_process.py"), *args, "--out", killed], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress, records, deadline = killed + ".partial.json", 0, time.time() + 120
+    while records < 20 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+        if os.path.exists(progress):
+            with open(progress) as f:  # written atomically: never half a file
+                records = json.load(f)["records"]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not os.path.exists(killed) and not os.path.exists(killed + ".json")
+    assert os.path.getsize(killed + ".partial") > coco_process.HEADER_BYTES
+
+    capsys.readouterr()
+    coco_process.main(args + ["--out", killed, "--resume"])
+    assert "resuming after" in capsys.readouterr().out
+    with open(straight, "rb") as a, open(killed, "rb") as b:
+        assert a.read() == b.read()
+    assert sidecar_facts(killed) == sidecar_facts(straight)
+    assert not os.path.exists(killed + ".partial") and not os.path.exists(progress)
+
+
+def test_stop_between_sidecar_and_data_rename(synthetic_coco, tmp_path, monkeypatch, capsys):
+    """The sidecar goes first and names its data file; stopped before the data rename, the old
+    coco.npy stays, read_sidecar refuses the sidecar beside it, and --resume finishes the run."""
+    args = ["--coco-root", str(synthetic_coco), "--allow-multi-polygon", "--examples", "0", "--quiet",
+            "--workers", "1"]
+    straight, out = str(tmp_path / "straight.npy"), str(tmp_path / "coco.npy")
+    coco_process.main(args + ["--out", straight])
+    coco_process.main(args + ["--out", out, "--limit", "5"])  # the old pair
+    assert len(open_figures(out)) == 5 and read_sidecar(out)["figures"] == 5
+
+    real_replace = os.replace
+
+    def stop_at_data_rename(src, dst):
+        if dst == out:
+            raise KeyboardInterrupt("simulated kill")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", stop_at_data_rename)
+    with pytest.raises(SystemExit):
+        coco_process.main(args + ["--out", out])
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert len(open_figures(out)) == 5  # the old data, beside the new sidecar
+    with pytest.raises(ValueError, match="describes another file"):
+        read_sidecar(out)
+    assert os.path.exists(out + ".partial") and os.path.exists(out + ".partial.json")
+
+    capsys.readouterr()
+    coco_process.main(args + ["--out", out, "--resume"])
+    images = len(np.unique(open_figures(straight)["image_id"]))
+    assert f"resuming after {images} images" in capsys.readouterr().out  # nothing left to redo
+    with open(straight, "rb") as a, open(out, "rb") as b:
+        assert a.read() == b.read()
+    facts = sidecar_facts(out)
+    assert facts == sidecar_facts(straight)
+    with open(out, "rb") as f:
+        assert facts["data_bytes"] == os.path.getsize(out)
+        assert facts["data_crc32"] == zlib.crc32(f.read()[coco_process.HEADER_BYTES:])
 
 
 def test_limit_writes_first_n_figures(coco_sample, tmp_path):
@@ -178,9 +271,11 @@ def test_unreadable_image_is_skipped_counted_and_named(coco_sample, tmp_path):
     result = run_script(REPO / "coco_process.py", "--coco-root", tmp_path, "--out", tmp_path / "x.npy",
                         "--examples", 0, "--quiet")
     assert result.returncode == 0, result.stderr
-    assert f"unreadable image: {victim}" in result.stdout
+    message = f"image {victim}: truncated JPEG (no end-of-image marker)"
+    assert f"coco_process.py: skipped {message}" in result.stderr.splitlines()
+    assert "Premature end of JPEG" not in result.stderr  # libjpeg's warning names no file: never decoded
     sidecar = read_sidecar(str(tmp_path / "x.npy"))
-    assert sidecar["unreadable_images"] == [victim] and sidecar["counts"]["skipped_image_unreadable"] > 0
+    assert sidecar["problems"] == [message] and sidecar["counts"]["skipped_image_unreadable"] > 0
 
 
 def test_background_keep_crops_without_masking(coco_sample, tmp_path):
@@ -228,7 +323,7 @@ def test_compact_loader_keeps_only_what_is_read(synthetic_coco):
     path = str(synthetic_coco / "annotations" / "person_keypoints_train2017.json")
     plain = coco_process.load_coco_annotations(path)
     compact = coco_process.load_coco_annotations(path, object_hook=coco_process.compact_coco_object)
-    assert [{"id": i["id"], "file_name": i["file_name"]} for i in plain["images"]] == compact["images"]
+    assert [{k: i[k] for k in ("id", "file_name", "width", "height")} for i in plain["images"]] == compact["images"]
     assert len(compact["annotations"]) == len(plain["annotations"])
     for full, slim in zip(plain["annotations"], compact["annotations"]):
         assert set(slim) == {"id", "image_id", "bbox", "keypoints", "iscrowd", "segmentation"}
@@ -265,7 +360,7 @@ def test_skipping_hook_plans_the_same_work(coco_sample):
     from figures import joint_names
     path = str(coco_sample / "annotations" / "person_keypoints_train2017.json")
     settings = {"joint_names": joint_names(13), "min_keypoints": 8, "background": "white",
-                "allow_multi_polygon": False, "min_area": 2500}
+                "allow_multi_polygon": False, "min_area": 2500, "size": 320, "map_stride": 4}
     plain = coco_process.load_coco_annotations(path)
     hooked = coco_process.load_coco_annotations(path, object_hook=coco_process.skipping_object_hook(settings))
     for full, slim in zip(plain["annotations"], hooked["annotations"]):
@@ -273,8 +368,8 @@ def test_skipping_hook_plans_the_same_work(coco_sample):
         assert slim["skipped"] == reason
         if reason:
             assert slim == {"id": full["id"], "image_id": full["image_id"], "skipped": reason}
-    tasks, counts = coco_process.plan_work(hooked, settings)
-    plain_tasks, plain_counts = coco_process.plan_work(plain, settings)
-    assert counts == plain_counts and len(counts) > 3
+    tasks, counts, problems = coco_process.plan_work(hooked, settings)
+    plain_tasks, plain_counts, plain_problems = coco_process.plan_work(plain, settings)
+    assert counts == plain_counts and len(counts) > 3 and problems == plain_problems == []
     assert [(i["id"], [a["id"] for a in anns]) for i, anns in tasks] == \
         [(i["id"], [a["id"] for a in anns]) for i, anns in plain_tasks]
