@@ -13,12 +13,16 @@ and PCK on the device. Everything there uses `keras.ops`, so the same code runs 
 TensorFlow (default) and JAX backends (KERAS_BACKEND=jax).
 
 Writes under --out: best.keras (best val PCK@0.2), last.keras, log.csv, curves.png, tb/
-(TensorBoard), eval/EPOCH_*.png (a fixed validation batch) and backup/ (for --resume).
+(TensorBoard), eval/EPOCH_*.png (a fixed validation batch), config.json (the flags and the
+data's joints and input size, which --resume checks) and backup/ (for --resume). Checkpoints,
+config.json and backups go through a temporary file and a rename, so a kill never leaves half
+of one; --resume cuts log.csv back to the epochs of the backup it restores.
 """
 import argparse
 import contextlib
 import csv
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -57,7 +61,7 @@ from keras import layers, ops
 
 from confidence_maps import ARCH_CODECS, ConfidenceMapCodec
 from figure_dataset import NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile, split_by_image
-from figures import heat_image, open_figures, summed_maps
+from figures import heat_image, summed_maps
 from metrics import figure_norm_size, mean_pose, pck
 
 PACKAGE = "figure_pose"
@@ -360,7 +364,7 @@ def make_loss(name: str):
 
 def make_trainer(network, batches, codec, loss="fg_mse"):
     """FigureTrainer of `network` for FigureBatches `batches`, built on one of its figures
-    (Keras must see the trainer built before fit, e.g. for BackupAndRestore)."""
+    (Keras must see the trainer built before fit, e.g. to restore a --resume backup into it)."""
     trainer = FigureTrainer(network, DeviceAugment(batches.size, batches.canvas_size, batches.flip_perm),
                             codec, loss)
     trainer({name: value[:1] for name, value in batches[0].items()})
@@ -528,11 +532,11 @@ class EpochPictures(keras.callbacks.Callback):
 class SaveNetwork(keras.callbacks.Callback):
     """Save the trainer's inference network (never the augmentation) to a .keras file every
     epoch, or only when `monitor` reaches a new maximum; via a temporary file and a rename,
-    so a kill never leaves half a checkpoint."""
+    so a kill never leaves half a checkpoint. `best`: the best value so far (from log.csv on --resume)."""
 
-    def __init__(self, path, monitor=None):
+    def __init__(self, path, monitor=None, best=-np.inf):
         super().__init__()
-        self.path, self.monitor, self.best = path, monitor, -np.inf
+        self.path, self.monitor, self.best = path, monitor, best
 
     def on_epoch_end(self, epoch, logs=None):
         if self.monitor is not None:
@@ -554,6 +558,66 @@ class PlotCurves(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         plot_curves(os.path.join(self.out_dir, "log.csv"), os.path.join(self.out_dir, "curves.png"))
+
+
+class Backup(keras.callbacks.Callback):
+    """The training state (weights, optimizer, epoch count) after every epoch, for --resume.
+
+    Not keras.callbacks.BackupAndRestore: it overwrites backup/latest.weights.h5 in place and
+    writes the epoch to a JSON file afterwards, so a kill while it writes leaves a truncated
+    HDF5 that fails every --resume (or weights one epoch ahead of the epoch count). Here each
+    backup goes to a temporary file that is renamed to backup/EPOCHS.weights.h5 (the number
+    of finished epochs is in the name, so weights and count never disagree), the one before
+    it is kept, and `restore` loads the newest that reads, skipping broken ones. Last in the
+    callback list, so a backup of epoch N means log.csv and the checkpoints have epoch N.
+    Kept after training: --resume --epochs MORE extends a finished run.
+    """
+
+    KEEP = 2
+    SUFFIX = ".weights.h5"  # save_weights() insists on it
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def backups(self):
+        """[(finished epochs, path)] of the complete backups, newest first (temporary files excluded)."""
+        names = os.listdir(self.folder) if os.path.isdir(self.folder) else []
+        stems = [n[:-len(self.SUFFIX)] for n in names if n.endswith(self.SUFFIX)]
+        return sorted(((int(s), os.path.join(self.folder, s + self.SUFFIX)) for s in stems if s.isdigit()),
+                      reverse=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.folder, exist_ok=True)
+        tmp = os.path.join(self.folder, "partial" + self.SUFFIX)
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, os.path.join(self.folder, f"{epoch + 1:04d}{self.SUFFIX}"))
+        for _, old in self.backups()[self.KEEP:]:
+            os.remove(old)
+
+    def restore(self, model):
+        """Load the newest backup that reads into `model` (compiled); the epochs it holds, 0 if none.
+
+        A broken file (a kill or a full disk while it was written) is skipped with a note; one
+        that reads but does not fit the model is an InputError (the run had other flags).
+        """
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)  # its variables are in the backup too
+        broken = []
+        for epochs, path in self.backups():
+            try:
+                model.load_weights(path)
+            except (OSError, KeyError) as err:  # what h5py raises for truncated or garbled files
+                print(f"note: skipped the broken backup {path} ({str(err).splitlines()[0]})", flush=True)
+                broken.append(path)
+                continue
+            except ValueError as err:
+                raise InputError(f"--resume: {path} does not fit this model ({str(err).splitlines()[0]})") from None
+            return epochs
+        if broken:
+            raise InputError(f"--resume: no backup in {self.folder} could be read; delete it to start over")
+        print(f"note: no backup in {self.folder} yet; starting at epoch 0", flush=True)
+        return 0
 
 # ----------------------------------------------------------------------------- training
 
@@ -586,25 +650,40 @@ class Config:
     verbose: int = 1
 
 
+class InputError(Exception):
+    """A user mistake or a broken input: main() reports it as one line, no traceback."""
+
+
 def make_datasets(cfg: Config, shard=(0, 1)):
     """(train, val) FigureBatches: --val-data, or an 80/20 split of --data by image id.
 
     Only the small per-figure fields are read for the split (FigureFile.small_fields).
     shard (process, processes): the training set serves this process's part of every batch.
+    InputError if the two files do not go together or --data cannot be split.
     """
     train_idx, val_path, val_idx = None, cfg.val_data or cfg.data, None
     if not cfg.val_data:
         image_ids = FigureFile(cfg.data).small_fields()["image_id"]
         train_idx, val_idx = split_by_image(image_ids, 0.2, cfg.seed)
         if len(val_idx) == 0:
-            raise ValueError(f"{cfg.data}: needs figures from at least two images to split off validation")
+            raise InputError(f"--data {cfg.data}: its figures come from one image, so no validation images "
+                             "can be split off; give --val-data")
     loader = dict(workers=cfg.workers, use_multiprocessing=cfg.workers > 1 and cfg.processes,
                   max_queue_size=max(10, 2 * cfg.workers))
-    train = FigureBatches(cfg.data, train_idx, cfg.batch_size, cfg.size or None, augment=cfg.augment,
-                          seed=cfg.seed, steps=cfg.steps_per_epoch or None, shard=shard, **loader)
-    val = FigureBatches(val_path, val_idx, cfg.batch_size, train.size, shuffle=False, **loader)
+    try:
+        train = FigureBatches(cfg.data, train_idx, cfg.batch_size, cfg.size or None, augment=cfg.augment,
+                              seed=cfg.seed, steps=cfg.steps_per_epoch or None, shard=shard, **loader)
+        val = FigureBatches(val_path, val_idx, cfg.batch_size, train.size, shuffle=False, **loader)
+    except ValueError as err:  # e.g. a batch size the processes cannot share
+        raise InputError(str(err)) from None
     if val.n_joints != train.n_joints:
-        raise ValueError(f"--val-data {val_path} has {val.n_joints} joints, --data {cfg.data} {train.n_joints}")
+        raise InputError(f"--val-data {val_path} has {val.n_joints} joints, --data {cfg.data} {train.n_joints}")
+    if train.size % 32:
+        raise InputError(f"--data {cfg.data} has {train.size}x{train.size} canvases; the network needs a "
+                         "multiple of 32: give --size")
+    if val.canvas_size != train.canvas_size:  # the device augmentation is built for one canvas size
+        raise InputError(f"--val-data {val_path} has {val.canvas_size}x{val.canvas_size} canvases, "
+                         f"--data {cfg.data} {train.canvas_size}x{train.canvas_size}")
     return train, val
 
 
@@ -674,30 +753,105 @@ def tensorboard(log_dir):
     return [keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0)]
 
 
-def make_callbacks(cfg: Config, train, val, baseline):
+def make_callbacks(cfg: Config, train, val, baseline, backup, best=-np.inf):
     """Callback list in the order that matters: pictures and baseline first, then checkpoints/logs, backup last."""
     out = cfg.out
     return [
         SetEpoch(train),
         EpochPictures(val[0], out, baseline),
-        SaveNetwork(os.path.join(out, "best.keras"), monitor="val_pck@0.2"),
+        SaveNetwork(os.path.join(out, "best.keras"), monitor="val_pck@0.2", best=best),
         SaveNetwork(os.path.join(out, "last.keras")),
         keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=cfg.resume),
         PlotCurves(out),
         *tensorboard(os.path.join(out, "tb")),
-        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
+        backup,
     ]
 
 
-def prepare_out_dir(cfg: Config):
-    """Create --out; without --resume, clear an old backup/ and log.csv so the run starts fresh."""
-    os.makedirs(cfg.out, exist_ok=True)
-    if not cfg.resume:
-        shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(cfg.out, "log.csv"))
-    with open(os.path.join(cfg.out, "config.json"), "w") as f:
-        json.dump(asdict(cfg), f, indent=1)
+# What a run is: --resume refuses to change these (they change the model or the data; --seed
+# picks the validation split), nor the data's joints and input size (train() reads them).
+# Everything else (--epochs, --workers, --lr, ...) may change.
+RUN_IDENTITY = ("data", "val_data", "arch", "size", "width", "depth", "loss", "backbone_features", "seed")
+
+
+def check_out_dir(path):
+    """InputError, before any work, if --out cannot be (or become) a writable folder.
+
+    Nothing is created here, so a run that fails later on its inputs leaves no empty --out
+    behind. (Copied from evaluate.py; one shared home comes with a later refactor.)
+    """
+    existing = path
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing.rstrip(os.sep))
+    existing = existing or "."
+    if not os.path.isdir(existing):
+        raise InputError(f"--out {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {path}: {existing} is not writable")
+
+
+def check_resume(cfg: Config, facts):
+    """InputError unless --out holds a run (config.json) made with the same model and data.
+
+    The list of differences is one line: every RUN_IDENTITY flag and data fact that differs.
+    """
+    path = os.path.join(cfg.out, "config.json")
+    if not os.path.exists(path):
+        raise InputError(f"--resume: {cfg.out} holds no run to resume (no config.json); drop --resume to start one")
+    try:
+        with open(path) as f:
+            run = json.load(f)
+        if not isinstance(run, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise InputError(f"--resume: cannot read {path} ({err})") from None
+    now = {**asdict(cfg), **facts}
+    keys = [k for k in (*RUN_IDENTITY, *facts) if k in run and not (k == "size" and "input_size" in run)]
+    described = {"input_size": "--size {}", "joints": "{} joints in --data"}  # size: the effective one
+    changed = [described.get(k, f"--{k.replace('_', '-')} {{}}").format(now[k]) + f" (the run has {run[k]})"
+               for k in keys if run[k] != now[k]]
+    if changed:
+        raise InputError(f"--resume: {cfg.out} was trained with other settings: {'; '.join(changed)}; "
+                         "resume with the run's flags, or train into another --out")
+
+
+def write_atomic(path, text):
+    """Write `text` to `path` via a temporary file and a rename: a kill never leaves half a file."""
+    tmp = path + ".partial"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def prepare_out_dir(cfg: Config, facts):
+    """Create --out and write config.json (with the data's facts, for --resume to compare);
+    without --resume, clear an old backup/ and log.csv so the run starts fresh."""
+    try:
+        os.makedirs(cfg.out, exist_ok=True)
+        if not cfg.resume:
+            shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(cfg.out, "log.csv"))
+        write_atomic(os.path.join(cfg.out, "config.json"), json.dumps({**asdict(cfg), **facts}, indent=1))
+    except OSError as err:
+        raise InputError(f"cannot create --out {cfg.out} ({err.strerror or err})") from None
+
+
+def trim_log(path, epochs):
+    """Keep only the first `epochs` epochs' rows of log.csv (the resumed run writes the rest
+    again: a kill may have left a row, or half of one, that no backup covers); returns them."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return []
+    header = rows[0]
+    keep = [r for r in rows[1:] if len(r) == len(header) and r[0].isdigit() and int(r[0]) < epochs]
+    text = io.StringIO()
+    csv.writer(text).writerows([header, *keep])  # the dialect CSVLogger writes
+    write_atomic(path, text.getvalue())
+    return [dict(zip(header, r)) for r in keep]
 
 
 def init_from(network, path):
@@ -705,7 +859,7 @@ def init_from(network, path):
     source = load_trained_model(path)
     shapes = [w.shape for w in source.get_weights()]
     if shapes != [w.shape for w in network.get_weights()]:
-        raise ValueError(f"{path} has another architecture than --arch/--width/--depth/--size")
+        raise InputError(f"--init-weights {path} has another architecture than --arch/--width/--depth/--size")
     network.set_weights(source.get_weights())
 
 
@@ -734,8 +888,11 @@ def train(cfg: Config, extra_callbacks=()):
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_dtype_policy(dtype_policy(cfg.mixed_precision))
     train_ds, val_ds = make_datasets(cfg, (process, processes))
-    prepare_out_dir(cfg)
+    facts = {"joints": train_ds.n_joints, "input_size": train_ds.size}
+    if cfg.resume:
+        check_resume(cfg, facts)
     codec = ARCH_CODECS[cfg.arch]
+    backup = Backup(os.path.join(cfg.out, "backup"))
     with make_strategy(cfg.distribute):
         network = build_model(cfg.arch, train_ds.n_joints, train_ds.size, cfg.width, cfg.depth,
                               cfg.backbone_features)
@@ -744,15 +901,23 @@ def train(cfg: Config, extra_callbacks=()):
         trainer = make_trainer(network, val_ds, codec, cfg.loss)
         decay = cfg.epochs * len(train_ds) if cfg.lr_schedule == "cosine" else 0
         compile_model(trainer, cfg.lr, decay)
+        prepare_out_dir(cfg, facts)  # only now: a run refused above writes nothing
+        start = backup.restore(trainer) if cfg.resume else 0
+    logged = trim_log(os.path.join(cfg.out, "log.csv"), start) if cfg.resume else []
+    pcks = [float(row.get("val_pck@0.2") or "nan") for row in logged]
+    best = max((p for p in pcks if np.isfinite(p)), default=-np.inf)  # best.keras holds it already
+    if start >= cfg.epochs:
+        print(f"note: {cfg.out} has trained {start} epochs already (--epochs {cfg.epochs}); nothing to do",
+              flush=True)
     baseline = baseline_pck(train_ds, val_ds)
     print(f"{network.name}: {network.count_params() / 1e6:.2f} M parameters, "
           f"{count_flops(network) / 1e9:.2f} GFLOPs per {train_ds.size}x{train_ds.size} figure; "
           f"{len(train_ds.indices)} training / {len(val_ds.indices)} validation figures; "
           f"mean-pose baseline val PCK@0.2 {baseline:.3f}", flush=True)
-    callbacks = make_callbacks(cfg, train_ds, val_ds, baseline)
+    callbacks = make_callbacks(cfg, train_ds, val_ds, baseline, backup, best)
     fit_val = val_ds if cfg.distribute == "none" else val_ds.whole_batches((process, processes))
-    return trainer.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, verbose=cfg.verbose,
-                       callbacks=list(extra_callbacks) + callbacks)
+    return trainer.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, initial_epoch=start,
+                       verbose=cfg.verbose, callbacks=list(extra_callbacks) + callbacks)
 
 
 def set_cpu_devices(n: int):
@@ -762,55 +927,152 @@ def set_cpu_devices(n: int):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
 
 
-def parse_args(argv=None):
-    """Command-line flags -> argparse.Namespace (every flag documented in --help)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+# ----------------------------------------------------------------------------- command line
+# OneLineParser and the argparse types are copies of evaluate.py's; a later refactor gives
+# them one home shared by every script.
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (no usage block), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def int_at_least(low):
+    """An argparse type: an integer >= low (checked at parse time, so no run starts with a wrong value)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, not {text!r}")
+        return value
+    return parse
+
+
+def number(low, high=np.inf, above=False):
+    """An argparse type: a finite number >= low (> low if `above`) and <= high."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = np.nan
+        ok = np.isfinite(value) and (value > low if above else value >= low) and value <= high
+        if not ok:
+            wanted = f"in [{low:g}, {high:g}]" if np.isfinite(high) else f"{'>' if above else '>='} {low:g}"
+            raise argparse.ArgumentTypeError(f"must be a number {wanted}, not {text!r}")
+        return value
+    return parse
+
+
+def input_size(text):
+    """An argparse type for --size: 0 (the data's canvas size) or a multiple of 32 >= 32."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value != 0 and (value < 32 or value % 32):
+        raise argparse.ArgumentTypeError(f"must be 0 or a multiple of 32 >= 32, not {text!r}")
+    return value
+
+
+def build_parser():
+    """The command line: every flag documented in --help, numbers checked against their ranges at parse time."""
+    p = OneLineParser(prog="model.py", description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="coco.npy", help="training figures (coco.npy from coco_process.py)")
-    p.add_argument("--val-data", default=None, help="validation figures; omitted: hold out 20%% of --data's images")
+    p.add_argument("--val-data", default=None,
+                   help="validation figures (same joints and canvas size as --data); omitted: hold out 20%% "
+                        "of --data's images")
     p.add_argument("--out", default="runs/default", help="run folder for checkpoints, logs and pictures")
-    p.add_argument("--epochs", type=int, default=50, help="number of epochs")
-    p.add_argument("--batch-size", type=int, default=8, help="global batch size")
-    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
+    p.add_argument("--epochs", type=int_at_least(1), default=50, help="number of epochs (>= 1)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=8, help="global batch size (>= 1)")
+    p.add_argument("--lr", type=number(0, above=True), default=2e-4, help="Adam learning rate (> 0)")
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="constant lr, or cosine decay to 5%% over all epochs")
-    p.add_argument("--steps-per-epoch", type=int, default=0, help="batches per epoch (0: one full pass)")
+    p.add_argument("--steps-per-epoch", type=int_at_least(0), default=0,
+                   help="batches per epoch (>= 0; 0: one full pass)")
     p.add_argument("--arch", choices=sorted(ARCH_CODECS), default="simple",
                    help="simple: maps at stride 4; original: the original network, maps at full size")
-    p.add_argument("--size", type=int, default=0, help="input size (multiple of 32; 0: the data's canvas size)")
-    p.add_argument("--width", type=float, default=1.0, help="channel multiplier")
-    p.add_argument("--depth", type=int, default=1, help="residual blocks per stage (scales depth)")
-    p.add_argument("--backbone-features", default=None,
-                   help="concat frozen ImageNet features at the bottleneck (resnet50; weights must be "
-                        "in $KERAS_HOME/models, default ~/.keras/models)")
+    p.add_argument("--size", type=input_size, default=0,
+                   help="input size (a multiple of 32, >= 32; 0: the data's canvas size)")
+    p.add_argument("--width", type=number(0, above=True), default=1.0, help="channel multiplier (> 0)")
+    p.add_argument("--depth", type=int_at_least(1), default=1, help="residual blocks per stage (>= 1; scales depth)")
+    p.add_argument("--backbone-features", choices=sorted(BACKBONES), default=None,
+                   help="concat frozen ImageNet features at the bottleneck (weights must be in "
+                        "$KERAS_HOME/models, default ~/.keras/models)")
     p.add_argument("--init-weights", default=None,
                    help="start from the weights of a .keras file of the same architecture (fine-tuning)")
     p.add_argument("--loss", choices=("mse", "fg_mse"), default="fg_mse",
                    help="fg_mse: the original's per-joint MSE with foreground pixels weighted x10 (default); "
                         "mse: the original's plain loss, which collapses to all-background maps on short "
                         "schedules (val PCK@0.1 0.01 vs 0.93 after the 8-epoch sample run)")
-    p.add_argument("--flip", type=float, default=0.5, help="horizontal flip probability (with left/right swap)")
-    p.add_argument("--rotation", type=float, default=30.0, help="max rotation, degrees")
-    p.add_argument("--scale-min", type=float, default=0.75, help="min zoom factor")
-    p.add_argument("--scale-max", type=float, default=1.25, help="max zoom factor")
-    p.add_argument("--shift", type=float, default=0.05, help="max shift, fraction of the canvas side")
-    p.add_argument("--color-jitter", type=float, default=0.0, help="colour jitter strength (0: off)")
+    p.add_argument("--flip", type=number(0, 1), default=0.5,
+                   help="horizontal flip probability, in [0, 1] (with left/right swap)")
+    p.add_argument("--rotation", type=number(0), default=30.0, help="max rotation, degrees (>= 0)")
+    p.add_argument("--scale-min", type=number(0, above=True), default=0.75, help="min zoom factor (> 0)")
+    p.add_argument("--scale-max", type=number(0, above=True), default=1.25,
+                   help="max zoom factor (> 0, >= --scale-min)")
+    p.add_argument("--shift", type=number(0), default=0.05, help="max shift, fraction of the canvas side (>= 0)")
+    p.add_argument("--color-jitter", type=number(0), default=0.0, help="colour jitter strength (>= 0; 0: off)")
     p.add_argument("--no-augment", action="store_true", help="turn all augmentation off")
-    p.add_argument("--seed", type=int, default=0, help="random seed (weights, split, order, augmentation)")
-    p.add_argument("--resume", action="store_true", help="continue a killed run from --out/backup")
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="random seed (>= 0: weights, split, order, augmentation)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest complete backup (backup/; a broken newest "
+                        "one is skipped for the one before). Refused when --out has no config.json (no run "
+                        "there), or when a flag that changes the model or the data differs from the run's "
+                        "(--data, --val-data, --arch, --size, --width, --depth, --loss, --backbone-features, "
+                        "--seed); others, e.g. --epochs to train longer, may change. With no backup yet (killed "
+                        "in its first epoch) it starts at epoch 0, with a note")
     p.add_argument("--mixed-precision", action="store_true", help="float16 (GPU) / bfloat16 (CPU) compute")
     p.add_argument("--distribute", choices=("none", "mirrored", "multiworker"), default="none",
                    help="mirrored: all GPUs of this machine (tf.distribute, or DataParallel on JAX); "
                         "multiworker: several machines, JAX backend only, every process started with "
                         "KERAS_DISTRIBUTION_JOB_ADDRESSES/_NUM_PROCESSES/_PROCESS_ID (see README)")
-    p.add_argument("--cpu-devices", type=int, default=0, help="split the CPU into N logical devices (testing)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="threads (or processes, with --worker-processes) that read batches; the device "
+    p.add_argument("--cpu-devices", type=int_at_least(0), default=0,
+                   help="split the CPU into N logical devices (>= 0; testing)")
+    p.add_argument("--workers", type=int_at_least(1), default=2,
+                   help="threads (or processes, with --worker-processes) that read batches (>= 1); the device "
                         "does the augmentation, so 2 keep a GPU fed on most machines")
     p.add_argument("--worker-processes", action="store_true",
                    help="read batches in worker processes instead of threads")
     p.add_argument("--quiet", action="store_true", help="no per-batch progress bar")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    """Command-line flags -> argparse.Namespace; a usage mistake exits 2 with one line."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.scale_min > args.scale_max:
+        parser.error(f"--scale-min {args.scale_min:g} is above --scale-max {args.scale_max:g}")
+    return args
+
+
+def check_inputs(cfg: Config):
+    """InputError (one line naming the flag) for the cheap mistakes, before any work; make_datasets
+    and train() check what needs the data read (the split, joints, --resume against the run)."""
+    check_out_dir(cfg.out)
+    try:
+        for flag, path in (("--data", cfg.data), ("--val-data", cfg.val_data)):
+            if path:
+                try:
+                    FigureFile(path)  # validates the file, its length and its joints; reads nothing
+                except (FileNotFoundError, ValueError) as err:
+                    raise InputError(f"{flag} {err}") from None
+        if cfg.backbone_features:
+            backbone_weights(cfg.backbone_features)
+        if cfg.init_weights:
+            try:
+                load_trained_model(cfg.init_weights)
+            except ValueError as err:
+                raise InputError(f"--init-weights {err}") from None
+        check_distribute(cfg.distribute)
+    except (FileNotFoundError, ValueError) as err:
+        raise InputError(str(err)) from None
 
 
 def main(argv=None):
@@ -824,21 +1086,17 @@ def main(argv=None):
                  init_weights=args.init_weights, loss=args.loss, augment=augment, seed=args.seed, resume=args.resume,
                  mixed_precision=args.mixed_precision, distribute=args.distribute,
                  workers=args.workers, processes=args.worker_processes, verbose=2 if args.quiet else 1)
-    try:  # everything a user can get wrong, checked before any work, as one line
-        for path in filter(None, (cfg.data, cfg.val_data)):
-            open_figures(path)
-        if cfg.backbone_features:
-            backbone_weights(cfg.backbone_features)
-        if cfg.init_weights:
-            load_trained_model(cfg.init_weights)
-        if cfg.size % 32:
-            raise ValueError(f"--size {cfg.size} must be a multiple of 32")
-        check_distribute(cfg.distribute)
-    except (FileNotFoundError, ValueError) as err:
+    try:  # every user mistake and broken input ends here as one line
+        check_inputs(cfg)
+        if args.cpu_devices:
+            set_cpu_devices(args.cpu_devices)
+        train(cfg)
+    except InputError as err:
         sys.exit(f"model.py: error: {err}")
-    if args.cpu_devices:
-        set_cpu_devices(args.cpu_devices)
-    train(cfg)
+    except OSError as err:  # e.g. a full disk mid-run: the backups written so far stay resumable
+        sys.exit(f"model.py: error: {err}; continue with --resume once fixed")
+    except KeyboardInterrupt:
+        sys.exit("model.py: interrupted; continue with --resume")
 
 
 if __name__ == "__main__":

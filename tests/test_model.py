@@ -2,9 +2,12 @@
 import csv
 import importlib.util
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -190,6 +193,77 @@ def test_resume_continues_the_same_run(tiny_data, tmp_path):
         assert (out / name).exists(), name
     assert 0.0 <= float(rows[-1]["val_pck@0.2"]) <= 1.0 and "baseline_pck@0.2" in rows[0]
     M.load_trained_model(str(out / "best.keras"))
+
+
+def test_killed_mid_epoch_then_resumed(tiny_data, tmp_path, capsys):
+    """kill -9 a real run once log.csv has its first row; --resume finishes the same 3 epochs,
+    log.csv holds each epoch once, and a further --resume has nothing left to do."""
+    out = tmp_path / "run"
+    argv = ["--data", tiny_data, "--out", str(out), "--epochs", "3", "--steps-per-epoch", "20", "--batch-size", "4",
+            "--width", "0.25", "--seed", "1", "--quiet"]
+    process = subprocess.Popen([sys.executable, str(REPO / "model.py"), *argv], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline and len(read_log(out) if (out / "log.csv").exists()
+                                                                   else []) < 1:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert [r["epoch"] for r in read_log(out)] == ["0"]
+    M.main(argv + ["--resume"])
+    assert [r["epoch"] for r in read_log(out)] == ["0", "1", "2"]
+    assert [n for n, _ in M.Backup(str(out / "backup")).backups()] == [3, 2]
+    M.load_trained_model(str(out / "last.keras"))
+    capsys.readouterr()
+    M.main(argv + ["--resume"])
+    assert "nothing to do" in capsys.readouterr().out
+    assert [r["epoch"] for r in read_log(out)] == ["0", "1", "2"]
+
+
+def half_write_newest_backup(out):
+    """What a kill while the epoch-2 backup was written leaves: log.csv has epoch 1's row (the
+    backup is the last callback), and only a half-written temporary file instead of backup 2."""
+    backups = M.Backup(str(out / "backup"))
+    newest = backups.backups()[0][1]
+    data = open(newest, "rb").read()
+    os.remove(newest)
+    (out / "backup" / ("partial" + M.Backup.SUFFIX)).write_bytes(data[:len(data) // 2])
+
+
+def truncate_newest_backup(out):
+    """The newest backup itself cut short (a full disk, or a writer without temp + rename)."""
+    newest = M.Backup(str(out / "backup")).backups()[0][1]
+    data = open(newest, "rb").read()
+    open(newest, "wb").write(data[:len(data) // 2])
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tiny_data, tmp_path_factory):
+    """A finished 2-epoch run (backups after epoch 1 and 2) and its log rows."""
+    out = tmp_path_factory.mktemp("two_epochs") / "run"
+    M.train(small_config(tiny_data, out, epochs=2))
+    return out, read_log(out)
+
+
+@pytest.mark.parametrize("damage", [half_write_newest_backup, truncate_newest_backup])
+def test_resume_falls_back_to_the_last_complete_backup(damage, two_epoch_run, tiny_data, tmp_path, capsys):
+    """Killed while the newest backup was written: --resume starts from the one before, trains
+    epoch 1 again exactly as it went the first time (same loss), and the log continues."""
+    source, first_rows = two_epoch_run
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    damage(out)
+    capsys.readouterr()
+    M.train(small_config(tiny_data, out, epochs=3, resume=True))
+    notes = capsys.readouterr().out
+    assert ("skipped the broken backup" in notes) == (damage is truncate_newest_backup), notes
+    rows = read_log(out)
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    np.testing.assert_allclose([float(r["loss"]) for r in rows[:2]], [float(r["loss"]) for r in first_rows],
+                               rtol=1e-3)
+    assert [n for n, _ in M.Backup(str(out / "backup")).backups()] == [3, 2]
+    assert not (out / "backup" / ("partial" + M.Backup.SUFFIX)).exists()
 
 
 def test_mirrored_two_devices_matches_one(tiny_data, tmp_path):

@@ -1,0 +1,165 @@
+"""model.py's rows of the bad-input table (issue 11): a user mistake or a broken input is one
+line on stderr and a non-zero exit, never a traceback, and fails before any training starts
+(so these rows are quick) leaving no --out behind.
+
+The rows have the shape of tests/test_bad_inputs.py (Case, its in-process runner and its
+{placeholder} filling), so the two tables can be merged into one later. Placeholders here:
+{tmp}, {out} and every key of the `inputs` fixture below.
+"""
+import json
+import os
+import re
+
+import pytest
+from test_bad_inputs import Case, fill, run_main
+from test_figure_dataset import write_figures
+
+from synthetic_coco import random_figures_file
+
+import model as M
+
+MD = "model"
+TINY = ["--width", "0.25", "--batch-size", "4", "--steps-per-epoch", "2", "--epochs", "1", "--quiet"]
+RUN = ["--data", "{data}", *TINY, "--out", "{out}"]            # a good run; rows add one mistake
+RESUME = ["--data", "{data}", *TINY, "--seed", "1", "--out", "{run}", "--resume"]  # {run}'s own flags
+
+CASES = [
+    # numeric flags: checked at parse time (exit 2), with the valid range in the message
+    Case("epochs 0", MD, RUN + ["--epochs", "0"], 2, r"argument --epochs: must be an integer >= 1, not '0'"),
+    Case("epochs not a number", MD, RUN + ["--epochs", "ten"], 2, r"argument --epochs: must be an integer >= 1"),
+    Case("batch-size 0", MD, RUN + ["--batch-size", "0"], 2, r"argument --batch-size: must be an integer >= 1"),
+    Case("lr negative", MD, RUN + ["--lr=-0.001"], 2, r"argument --lr: must be a number > 0, not '-0.001'"),
+    Case("lr 0", MD, RUN + ["--lr", "0"], 2, r"argument --lr: must be a number > 0"),
+    Case("lr nan", MD, RUN + ["--lr", "nan"], 2, r"argument --lr: must be a number > 0"),
+    Case("size not a multiple of 32", MD, RUN + ["--size", "48"], 2,
+         r"argument --size: must be 0 or a multiple of 32 >= 32, not '48'"),
+    Case("size negative", MD, RUN + ["--size=-32"], 2, r"argument --size: must be 0 or a multiple of 32"),
+    Case("width 0", MD, RUN + ["--width", "0"], 2, r"argument --width: must be a number > 0"),
+    Case("width inf", MD, RUN + ["--width", "inf"], 2, r"argument --width: must be a number > 0"),
+    Case("depth 0", MD, RUN + ["--depth", "0"], 2, r"argument --depth: must be an integer >= 1"),
+    Case("flip above 1", MD, RUN + ["--flip", "1.5"], 2, r"argument --flip: must be a number in \[0, 1\]"),
+    Case("scale-min above scale-max", MD, RUN + ["--scale-min", "1.5", "--scale-max", "1.25"], 2,
+         r"--scale-min 1.5 is above --scale-max 1.25"),
+    Case("scale-min 0", MD, RUN + ["--scale-min", "0"], 2, r"argument --scale-min: must be a number > 0"),
+    Case("rotation negative", MD, RUN + ["--rotation=-5"], 2, r"argument --rotation: must be a number >= 0"),
+    Case("shift negative", MD, RUN + ["--shift=-0.1"], 2, r"argument --shift: must be a number >= 0"),
+    Case("color-jitter negative", MD, RUN + ["--color-jitter=-1"], 2, r"argument --color-jitter: must be a number >= 0"),
+    Case("workers 0", MD, RUN + ["--workers", "0"], 2, r"argument --workers: must be an integer >= 1"),
+    Case("steps-per-epoch negative", MD, RUN + ["--steps-per-epoch=-1"], 2,
+         r"argument --steps-per-epoch: must be an integer >= 0"),
+    Case("seed negative", MD, RUN + ["--seed=-1"], 2, r"argument --seed: must be an integer >= 0"),
+    Case("cpu-devices negative", MD, RUN + ["--cpu-devices=-1"], 2, r"argument --cpu-devices: must be an integer >= 0"),
+    Case("unknown backbone", MD, RUN + ["--backbone-features", "vgg"], 2, r"argument --backbone-features: invalid choice"),
+    # --data / --val-data / --init-weights
+    Case("data missing", MD, ["--data", "{tmp}/none.npy", *TINY, "--out", "{out}"], 1,
+         r"--data .*none\.npy not found"),
+    Case("data is text", MD, ["--data", "{notes_npy}", *TINY, "--out", "{out}"], 1,
+         r"--data .*notes\.npy is not a figure file"),
+    Case("data truncated", MD, ["--data", "{truncated_npy}", *TINY, "--out", "{out}"], 1,
+         r"--data .*truncated\.npy is (truncated|not a figure file)"),
+    Case("data of one image: no validation split", MD, ["--data", "{one_image}", *TINY, "--out", "{out}"], 1,
+         r"--data .*one_image\.npy: its figures come from one image.*--val-data"),
+    Case("data of canvases no multiple of 32", MD, ["--data", "{data100}", *TINY, "--out", "{out}"], 1,
+         r"--data .*data100\.npy has 100x100 canvases; .*give --size"),
+    Case("val-data of other joints", MD, RUN + ["--val-data", "{data17}"], 1,
+         r"--val-data .*data17\.npy has 17 joints, --data .*data\.npy 13"),
+    Case("val-data of another canvas size", MD, RUN + ["--val-data", "{data96}"], 1,
+         r"--val-data .*data96\.npy has 96x96 canvases, --data .*data\.npy 64x64"),
+    Case("init-weights of another architecture", MD, RUN + ["--init-weights", "{wide_keras}"], 1,
+         r"--init-weights .*wide\.keras has another architecture than --arch/--width/--depth/--size"),
+    Case("init-weights is text", MD, RUN + ["--init-weights", "{notes_keras}"], 1,
+         r"--init-weights .*notes\.keras is not a figure-pose model"),
+    # --out
+    Case("out is a file", MD, ["--data", "{data}", *TINY, "--out", "{a_file}"], 1, r"--out .*a_file is a file", ()),
+    Case("out under a file", MD, ["--data", "{data}", *TINY, "--out", "{a_file}/run"], 1,
+         r"--out .*a_file/run: .*a_file is a file", ()),
+    Case("out cannot be created", MD, ["--data", "{data}", *TINY, "--out", "/proc/no/run"], 1,
+         r"cannot create --out /proc/no/run", ("/proc/no/run",)),
+    # --resume
+    Case("resume: no such run", MD, RESUME[:-3] + ["--out", "{out}", "--resume"], 1,
+         r"--resume: .*out holds no run to resume \(no config\.json\)"),
+    Case("resume: folder without config.json", MD, RESUME[:-3] + ["--out", "{empty_folder}", "--resume"], 1,
+         r"--resume: .*empty_folder holds no run to resume", ()),
+    Case("resume: config.json not JSON", MD, RESUME[:-3] + ["--out", "{broken_run}", "--resume"], 1,
+         r"--resume: cannot read .*broken_run/config\.json", ()),
+    Case("resume with another arch", MD, RESUME + ["--arch", "original"], 1,
+         r"--resume: .*--arch original \(the run has simple\)", ()),
+    Case("resume with another size", MD, RESUME + ["--size", "96"], 1, r"--resume: .*--size 96 \(the run has 64\)", ()),
+    Case("resume with another width and depth", MD, RESUME + ["--width", "0.5", "--depth", "2"], 1,
+         r"--resume: .*--width 0\.5 \(the run has 0\.25\).*--depth 2 \(the run has 1\)", ()),
+    Case("resume with other data", MD, RESUME + ["--data", "{data17}"], 1,
+         r"--resume: .*--data .*data17\.npy \(the run has .*data\.npy\).*17 joints in --data \(the run has 13\)", ()),
+    Case("resume with another loss", MD, RESUME + ["--loss", "mse"], 1, r"--resume: .*--loss mse \(the run has fg_mse\)", ()),
+    Case("resume with another seed", MD, RESUME + ["--seed", "2"], 1, r"--resume: .*--seed 2 \(the run has 1\)", ()),
+]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Every file the rows name, made once: {placeholder: path}. {run} is a real 1-epoch run."""
+    tmp = tmp_path_factory.mktemp("bad_inputs_model")
+    paths = {"data": write_figures(tmp / "data.npy", n=16, size=64),
+             "one_image": write_figures(tmp / "one_image.npy", n=2, size=64),
+             "data17": random_figures_file(tmp / "data17.npy", n=16, size=64, n_joints=17),
+             "data96": write_figures(tmp / "data96.npy", n=16, size=96),
+             "data100": write_figures(tmp / "data100.npy", n=16, size=100)}
+    paths["truncated_npy"] = tmp / "truncated.npy"
+    paths["truncated_npy"].write_bytes(open(paths["data"], "rb").read()[:50_000])
+    paths["notes_npy"] = write(tmp / "notes.npy", "not figures\n")
+    paths["notes_keras"] = write(tmp / "notes.keras", "not a model\n")
+    paths["a_file"] = write(tmp / "a_file", "x\n")
+    paths["empty_folder"] = tmp / "empty_folder"
+    paths["empty_folder"].mkdir()
+    paths["broken_run"] = tmp / "broken_run"
+    write(paths["broken_run"] / "config.json", "{oops")
+    paths["wide_keras"] = tmp / "wide.keras"
+    M.build_model("simple", n_joints=13, size=64, width=0.5).save(paths["wide_keras"])
+    paths["run"] = tmp / "run"
+    M.train(M.Config(data=str(paths["data"]), out=str(paths["run"]), epochs=1, batch_size=4, width=0.25, seed=1,
+                     steps_per_epoch=2, verbose=0))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case, inputs, tmp_path, capsys):
+    values = dict(inputs, tmp=str(tmp_path), out=str(tmp_path / "out"))
+    run_files = {name: os.path.getmtime(os.path.join(inputs["run"], name)) for name in os.listdir(inputs["run"])}
+    status, _, err = run_main(case.script, [fill(str(a), values) for a in case.argv], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err
+    assert len(lines) == 1, f"expected one stderr line, got:\n{err}"
+    assert lines[0].startswith(f"{case.script}.py: error: "), lines[0]
+    assert re.search(case.stderr, lines[0]), f"{lines[0]!r} does not match {case.stderr!r}"
+    assert status == case.status, f"exit status {status}, expected {case.status}: {lines[0]}"
+    for path in case.absent:
+        assert not os.path.exists(fill(path, values)), f"{fill(path, values)} exists after: {lines[0]}"
+    assert run_files == {name: os.path.getmtime(os.path.join(inputs["run"], name))
+                         for name in os.listdir(inputs["run"])}, "a refused --resume changed the run folder"
+
+
+def test_table_covers_model():
+    assert sum(c.script == MD for c in CASES) >= 15
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_help_states_the_ranges_and_the_resume_rules(capsys):
+    with pytest.raises(SystemExit) as done:
+        M.main(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in (">= 1", "> 0", "multiple of 32", "[0, 1]", "no config.json", "no backup"):
+        assert phrase in text, phrase
+
+
+def test_resume_config_lists_model_and_data_keys(inputs):
+    """config.json of a run holds every key --resume compares (the identity of model and data)."""
+    with open(os.path.join(inputs["run"], "config.json")) as f:
+        config = json.load(f)
+    assert set(M.RUN_IDENTITY) <= set(config), set(M.RUN_IDENTITY) - set(config)
+    assert config["joints"] == 13 and config["input_size"] == 64
