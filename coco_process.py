@@ -31,10 +31,8 @@ sidecar of another size, which `figures.read_sidecar` refuses; the partial file 
 progress are still there, so `--resume` finishes the run without redoing any work. (A
 two-file rename cannot be atomic; naming the data in the sidecar makes the gap visible.)
 """
-import argparse
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
@@ -48,6 +46,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from cli import OneLineParser, int_in, number, split_name
 from confidence_maps import STRIDE, quantise_maps, render_confidence_maps
 from figures import (apply_affine, bbox_mask, canvas_image, coco_indices, crop_to_record, draw_skeleton,
                      figure_dtype, figure_transform, joint_names, open_figures, render_figure)
@@ -716,48 +715,6 @@ def print_summary(summary, seconds, sidecar_path, shown=20):
     print(f"bytes per figure : {summary['record_bytes']}")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr (no usage block), like every other error."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def int_in(low, high=None):
-    """An argparse type: an integer in [low, high] (checked at parse time, so no run starts with a wrong value)."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (high is not None and value > high):
-            within = f"in [{low}, {high}]" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"must be an integer {within}, not {text!r}")
-        return value
-    return parse
-
-
-def number_at_least(low):
-    """An argparse type: a finite number >= low (NaN would silently disable the check it sets)."""
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value >= low):
-            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, not {text!r}")
-        return value
-    return parse
-
-
-def split_name(text):
-    """An argparse type: a COCO split name such as train2017; it becomes part of paths, so no paths."""
-    if not text or not all(c.isalnum() or c in "_-" for c in text):
-        raise argparse.ArgumentTypeError(f"must be a split name like train2017 (letters, digits, _ and -), "
-                                         f"not {text!r}")
-    return text
-
-
 def main(argv=None):
     parser = OneLineParser(
         prog="coco_process.py",
@@ -772,7 +729,7 @@ def main(argv=None):
     parser.add_argument("--min-keypoints", type=int_in(0, 17), default=8,
                         help="keep a person only if at least this many of the kept joints are labelled on the "
                              "canvas, 0 to --joints (default: 8)")
-    parser.add_argument("--min-area", type=number_at_least(0), default=2500,
+    parser.add_argument("--min-area", type=number(0), default=2500,
                         help="keep a person only if its bbox has more than this many pixels, >= 0 "
                              "(default: 2500, as the original)")
     parser.add_argument("--allow-multi-polygon", action="store_true",
@@ -793,7 +750,7 @@ def main(argv=None):
                         help="stop with an error at the first broken annotation or image, instead of "
                              "skipping, counting and naming it")
     parser.add_argument("--resume", action="store_true", help="continue a killed run from its .partial file")
-    parser.add_argument("--checkpoint-seconds", type=number_at_least(0), default=5.0,
+    parser.add_argument("--checkpoint-seconds", type=number(0), default=5.0,
                         help="how often finished work is made safe for --resume, >= 0 (default: 5)")
     parser.add_argument("--examples", type=int_in(0), default=4, help="example PNGs to write, >= 0 (default: 4)")
     parser.add_argument("--examples-dir", default="imgs", help="where example PNGs go (default: imgs)")

@@ -30,6 +30,7 @@ import time
 import cv2
 import numpy as np
 
+from cli import OneLineParser, int_in, number, split_name
 from coco_process import InputError, load_coco_annotations
 from confidence_maps import (codec_of_model, dequantise_maps, flip_maps, quantise_maps,
                              render_confidence_maps)
@@ -996,45 +997,6 @@ def load_model_checked(path):
     return model, model_lib.predict_maps
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr (no usage block), like every other error."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def int_at_least(low):
-    """An argparse type: an integer >= low (checked at parse time, so no run starts with a wrong value)."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, not {text!r}")
-        return value
-    return parse
-
-
-def fraction(text):
-    """An argparse type: a number in [0, 1] (NaN would silently hide every joint)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], not {text!r}")
-    return value
-
-
-def split_name(text):
-    """An argparse type: a COCO split name such as val2017; it becomes part of file names, so no paths."""
-    if not text or not all(c.isalnum() or c in "_-" for c in text):
-        raise argparse.ArgumentTypeError(f"must be a split name like val2017 (letters, digits, _ and -), "
-                                         f"not {text!r}")
-    return text
-
-
 def build_parser():
     parser = OneLineParser(
         prog="evaluate.py",
@@ -1062,14 +1024,14 @@ def build_parser():
                     help="COCO split of --data, e.g. val2017 (default: from the coco.npy sidecar, else val2017)")
     ev.add_argument("--train-data", help="training coco.npy, for the mean-pose baseline (default: the "
                                          "evaluated figures themselves, labelled so)")
-    ev.add_argument("--limit", type=int_at_least(1), metavar="N",
+    ev.add_argument("--limit", type=int_in(1), metavar="N",
                     help="evaluate only the first N selected figures (N >= 1)")
     ev.add_argument("--image-ids", type=parse_ids, metavar="A,B,C",
                     help="evaluate only figures of these COCO image ids (at least one)")
     ev.add_argument("--compare-decoding", action="store_true",
                     help="also score every --refine with and without --flip-test (metrics.json "
                          "decoding_comparison)")
-    ev.add_argument("--pictures", type=int_at_least(0), default=8, metavar="N",
+    ev.add_argument("--pictures", type=int_in(0), default=8, metavar="N",
                     help="figures in examples.png (the first ones) and in worst.png (largest error); "
                          "N >= 0, 0: none")
     dec = parser.add_argument_group("decoding (evaluation and --images)")
@@ -1079,7 +1041,7 @@ def build_parser():
     dec.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                      help="average the maps of each figure and of its mirror image (un-flipped, left/right "
                           "swapped); on by default: AP 0.672 vs 0.651 without it on the sample model")
-    dec.add_argument("--batch-size", type=int_at_least(1), default=16, metavar="N",
+    dec.add_argument("--batch-size", type=int_in(1), default=16, metavar="N",
                      help="figures per model call (N >= 1)")
     inf = parser.add_argument_group("inference on images (--images)")
     inf.add_argument("--bbox", type=parse_bbox, metavar="X,Y,W,H",
@@ -1087,7 +1049,7 @@ def build_parser():
                           "overlap are skipped); default: the whole image is the figure")
     inf.add_argument("--annotations", help="COCO-format JSON with a person bbox (and optional segmentation "
                                            "mask) per image file name; images without one use the whole image")
-    inf.add_argument("--min-confidence", type=fraction, default=0.2, metavar="C",
+    inf.add_argument("--min-confidence", type=number(0, 1), default=0.2, metavar="C",
                      help="joints below this confidence (0 <= C <= 1) are not drawn on the overlays "
                           "(all are written)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

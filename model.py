@@ -59,6 +59,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers, ops
 
+from cli import OneLineParser, int_in, number
 from confidence_maps import ARCH_CODECS, ConfidenceMapCodec
 from figure_dataset import NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile, split_by_image
 from figures import heat_image, summed_maps
@@ -355,11 +356,6 @@ class FigureTrainer(keras.Model):
         for threshold, metric in ((0.1, self.pck_10), (0.2, self.pck_20)):
             metric.update_state(ops.cast(error <= threshold * norm, "float32"), sample_weight=y_pred["weights"])
         return self.get_metrics_result()
-
-
-def make_loss(name: str):
-    """JointMSE for --loss: 'mse' (the original) or 'fg_mse' (foreground pixels x 10)."""
-    return {"mse": JointMSE(), "fg_mse": JointMSE(foreground_weight=9.0)}[name]
 
 
 def make_trainer(network, batches, codec, loss="fg_mse"):
@@ -928,45 +924,6 @@ def set_cpu_devices(n: int):
 
 
 # ----------------------------------------------------------------------------- command line
-# OneLineParser and the argparse types are copies of evaluate.py's; a later refactor gives
-# them one home shared by every script.
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr (no usage block), like every other error."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def int_at_least(low):
-    """An argparse type: an integer >= low (checked at parse time, so no run starts with a wrong value)."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, not {text!r}")
-        return value
-    return parse
-
-
-def number(low, high=np.inf, above=False):
-    """An argparse type: a finite number >= low (> low if `above`) and <= high."""
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            value = np.nan
-        ok = np.isfinite(value) and (value > low if above else value >= low) and value <= high
-        if not ok:
-            wanted = f"in [{low:g}, {high:g}]" if np.isfinite(high) else f"{'>' if above else '>='} {low:g}"
-            raise argparse.ArgumentTypeError(f"must be a number {wanted}, not {text!r}")
-        return value
-    return parse
-
-
 def input_size(text):
     """An argparse type for --size: 0 (the data's canvas size) or a multiple of 32 >= 32."""
     try:
@@ -987,19 +944,19 @@ def build_parser():
                    help="validation figures (same joints and canvas size as --data); omitted: hold out 20%% "
                         "of --data's images")
     p.add_argument("--out", default="runs/default", help="run folder for checkpoints, logs and pictures")
-    p.add_argument("--epochs", type=int_at_least(1), default=50, help="number of epochs (>= 1)")
-    p.add_argument("--batch-size", type=int_at_least(1), default=8, help="global batch size (>= 1)")
+    p.add_argument("--epochs", type=int_in(1), default=50, help="number of epochs (>= 1)")
+    p.add_argument("--batch-size", type=int_in(1), default=8, help="global batch size (>= 1)")
     p.add_argument("--lr", type=number(0, above=True), default=2e-4, help="Adam learning rate (> 0)")
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="constant lr, or cosine decay to 5%% over all epochs")
-    p.add_argument("--steps-per-epoch", type=int_at_least(0), default=0,
+    p.add_argument("--steps-per-epoch", type=int_in(0), default=0,
                    help="batches per epoch (>= 0; 0: one full pass)")
     p.add_argument("--arch", choices=sorted(ARCH_CODECS), default="simple",
                    help="simple: maps at stride 4; original: the original network, maps at full size")
     p.add_argument("--size", type=input_size, default=0,
                    help="input size (a multiple of 32, >= 32; 0: the data's canvas size)")
     p.add_argument("--width", type=number(0, above=True), default=1.0, help="channel multiplier (> 0)")
-    p.add_argument("--depth", type=int_at_least(1), default=1, help="residual blocks per stage (>= 1; scales depth)")
+    p.add_argument("--depth", type=int_in(1), default=1, help="residual blocks per stage (>= 1; scales depth)")
     p.add_argument("--backbone-features", choices=sorted(BACKBONES), default=None,
                    help="concat frozen ImageNet features at the bottleneck (weights must be in "
                         "$KERAS_HOME/models, default ~/.keras/models)")
@@ -1018,7 +975,7 @@ def build_parser():
     p.add_argument("--shift", type=number(0), default=0.05, help="max shift, fraction of the canvas side (>= 0)")
     p.add_argument("--color-jitter", type=number(0), default=0.0, help="colour jitter strength (>= 0; 0: off)")
     p.add_argument("--no-augment", action="store_true", help="turn all augmentation off")
-    p.add_argument("--seed", type=int_at_least(0), default=0,
+    p.add_argument("--seed", type=int_in(0), default=0,
                    help="random seed (>= 0: weights, split, order, augmentation)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest complete backup (backup/; a broken newest "
@@ -1032,9 +989,9 @@ def build_parser():
                    help="mirrored: all GPUs of this machine (tf.distribute, or DataParallel on JAX); "
                         "multiworker: several machines, JAX backend only, every process started with "
                         "KERAS_DISTRIBUTION_JOB_ADDRESSES/_NUM_PROCESSES/_PROCESS_ID (see README)")
-    p.add_argument("--cpu-devices", type=int_at_least(0), default=0,
+    p.add_argument("--cpu-devices", type=int_in(0), default=0,
                    help="split the CPU into N logical devices (>= 0; testing)")
-    p.add_argument("--workers", type=int_at_least(1), default=2,
+    p.add_argument("--workers", type=int_in(1), default=2,
                    help="threads (or processes, with --worker-processes) that read batches (>= 1); the device "
                         "does the augmentation, so 2 keep a GPU fed on most machines")
     p.add_argument("--worker-processes", action="store_true",

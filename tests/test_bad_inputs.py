@@ -129,7 +129,7 @@ CASES = [
                                                              "60,60,100,100", "--out", "{out}"], 0,
          r"^skipped .*small\.png: --bbox: box lies outside the 40x50 image$", ()),
     Case("min-confidence nan", EV, IMAGES + ["--min-confidence", "nan", "--out", "{out}"], 2,
-         r"argument --min-confidence: must be a number in \[0, 1\]"),
+         r"argument --min-confidence: must be a finite number in \[0, 1\]"),
     Case("min-confidence above 1", EV, IMAGES + ["--min-confidence", "2", "--out", "{out}"], 2,
          r"argument --min-confidence"),
     Case("annotations missing", EV, IMAGES + ["--annotations", "{tmp}/none.json", "--out", "{out}"], 1,
