@@ -69,7 +69,7 @@ EOF
 }
 
 usage_error() {
-    printf '%s: %s (see --help)\n' "$PROG" "$1" >&2
+    printf '%s: error: %s (see --help)\n' "$PROG" "$1" >&2
     exit 2
 }
 say() { printf '%s\n' "$*"; }
@@ -510,7 +510,11 @@ else
     die "unzip (or python3) is needed to extract the archives but neither was found in PATH"
 fi
 
-mkdir -p "$dl_dir"
+mkdir -p "$dl_dir" 2>/dev/null || {
+    [ -e "$root" ] && [ ! -d "$root" ] && die "--root $root is a file, not a folder"
+    die "cannot create --root $root (or its downloads/ folder): check the path and its permissions"
+}
+[ -w "$dl_dir" ] || die "cannot write into --root $root: check its permissions"
 if command -v flock >/dev/null 2>&1; then
     exec 9>"$dl_dir/.lock"
     flock -n 9 || die "another $PROG run is already working in $root (lock: $dl_dir/.lock)"

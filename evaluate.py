@@ -867,7 +867,7 @@ def run_inference(args, model, predict, boxes=None):
                          f"{'; ...' if len(problems) > 3 else ''})")
     write_json(os.path.join(args.out, "predictions.json"), summary)
     for problem in problems:
-        print(f"skipped {problem}", file=sys.stderr)
+        print(f"evaluate.py: skipped {problem}", file=sys.stderr)
     whole = sum(f["crop"] == "whole image" for e in entries for f in e["figures"])
     print(f"images: {len(entries)} predicted, {len(unreadable)} unreadable (skipped), {len(skipped)} figures "
           f"skipped (named in predictions.json skipped_figures)"

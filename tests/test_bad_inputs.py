@@ -1,275 +1,73 @@
 """Bad input and faults (issue 11): a user mistake or a broken input is one line on stderr
-and a non-zero exit, never a traceback, and leaves no output behind; a killed export
-leaves nothing that loads as an export.
+and a non-zero exit, never a traceback, and leaves nothing that looks complete behind; a
+broken item inside a dataset is skipped, counted and named; a killed export leaves nothing
+that loads as an export.
 
-CASES is one table for every script. A row names the script (a module with
-`main(argv)`, called in-process so the table stays fast), its argv, the exit status, a
-regex the single stderr line must match, and the paths that must not exist afterwards.
-Argv items and paths may hold {placeholders}: {tmp} and {out} (this test's folder and a
-not-yet-existing output folder in it) and every key of the `inputs` fixture; add the
-inputs your rows need there.
+CASES is one table across the four scripts. Its rows live beside the files they need, one
+module per script (tests/cases_<script>.py: CASES, OUT, build_inputs(tmp) and, where a row
+needs more than its message checked, check_after); the row shape and the runner are in
+tests/bad_input_table.py.
 """
-import importlib
-import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import zipfile
-from dataclasses import dataclass
 
-import numpy as np
+import cases_coco_process
+import cases_download
+import cases_evaluate
+import cases_model
 import pytest
 
-from conftest import REPO, run_script
+from bad_input_table import REPO, fill, program, run_main
+
+TABLES = {"coco_process": cases_coco_process, "download_coco.sh": cases_download, "evaluate": cases_evaluate,
+          "model": cases_model}
+CASES = [case for table in TABLES.values() for case in table.CASES]
 
 
-@dataclass
-class Case:
-    id: str
-    script: str               # module name, e.g. "evaluate"
-    argv: list
-    status: int               # expected exit status (argparse usage errors: 2, input errors: 1)
-    stderr: str               # regex (re.search) the one stderr line must match
-    absent: tuple = ("{out}",)  # must not exist afterwards: by default a failed run writes no --out
+@pytest.fixture(scope="session")
+def inputs_of(tmp_path_factory):
+    """inputs_of(script): the {placeholder: path} of that script's rows, built once, on first use."""
+    built = {}
+
+    def get(script):
+        if script not in built:
+            built[script] = TABLES[script].build_inputs(tmp_path_factory.mktemp(f"bad_inputs_{script}"))
+        return built[script]
+    return get
 
 
-EV = "evaluate"
-IMAGES = ["--model", "{model}", "--images", "{photo}", "--quiet"]
-EVAL = ["--oracle", "--data", "{data}", "--quiet", "--pictures", "0"]
-
-CASES = [
-    # --model
-    Case("model missing", EV, ["--model", "{tmp}/nope.keras", "--data", "{data}", "--out", "{out}"], 1,
-         r"model file not found: .*nope\.keras"),
-    Case("model is text", EV, ["--model", "{notes_keras}", "--data", "{data}", "--out", "{out}"], 1,
-         r"notes\.keras is not a figure-pose model"),
-    Case("model is a foreign zip", EV, ["--model", "{foreign_keras}", "--images", "{photo}", "--out", "{out}"], 1,
-         r"foreign\.keras is not a figure-pose model"),
-    Case("model is a folder", EV, ["--model", "{photos}", "--export", "tflite", "--out", "{out}"], 1,
-         r"is a folder, not a figure-pose model"),
-    Case("model of 5 joints, --images", EV, ["--model", "{model5}", "--images", "{photo}", "--out", "{out}"], 1,
-         r"--model .*model5\.keras predicts 5 joints; figure-pose models predict 13 or 17"),
-    Case("model of 5 joints, --export", EV, ["--model", "{model5}", "--export", "saved_model", "--out", "{out}"],
-         1, r"--model .*predicts 5 joints"),
-    Case("model of 5 joints, --data", EV, ["--model", "{model5}", "--data", "{data}", "--out", "{out}"], 1,
-         r"--model .*predicts 5 joints"),
-    Case("model of 13 joints, --data of 17", EV, ["--model", "{model}", "--data", "{data17}", "--out", "{out}"],
-         1, r"--model .* predicts 13 joints but --data .*coco17\.npy has 17"),
-    Case("--oracle with --model", EV, ["--oracle", "--model", "{model}", "--data", "{data}", "--out", "{out}"], 2,
-         r"--oracle evaluates the stored maps: give no --model"),
-    # --data / --train-data
-    Case("data missing", EV, EVAL[:2] + ["{tmp}/none.npy", "--out", "{out}"], 1, r"--data .*none\.npy not found"),
-    Case("data is an empty file", EV, ["--oracle", "--data", "{empty_file}", "--out", "{out}"], 1,
-         r"--data .*empty\.npy is not a figure file"),
-    Case("data is a folder", EV, ["--oracle", "--data", "{photos}", "--out", "{out}"], 1,
-         r"--data .*photos is a folder, not a figure file"),
-    Case("data is an .npz", EV, ["--oracle", "--data", "{npz}", "--out", "{out}"], 1, r"an \.npz archive"),
-    Case("data truncated", EV, ["--oracle", "--data", "{truncated_npy}", "--out", "{out}"], 1,
-         r"--data .*truncated\.npy is not a figure file"),
-    Case("data's sidecar is not JSON", EV, EVAL[:2] + ["{bad_sidecar_npy}", "--out", "{out}"], 1,
-         r"sidecar of --data .*give --split"),
-    Case("train-data of other joints", EV, EVAL + ["--train-data", "{data17}", "--out", "{out}"], 1,
-         r"--train-data .*coco17\.npy has 17 joints, --data .* 13"),
-    Case("train-data missing", EV, EVAL + ["--train-data", "{tmp}/none.npy", "--out", "{out}"], 1,
-         r"--train-data .*none\.npy not found"),
-    # evaluation flags
-    Case("limit negative", EV, EVAL + ["--limit", "-1", "--out", "{out}"], 2, r"argument --limit: must be an integer >= 1"),
-    Case("limit zero", EV, EVAL + ["--limit", "0", "--out", "{out}"], 2, r"argument --limit: must be an integer >= 1"),
-    Case("limit not a number", EV, EVAL + ["--limit", "ten", "--out", "{out}"], 2, r"argument --limit: .*'ten'"),
-    Case("pictures negative", EV, EVAL[:3] + ["--pictures", "-3", "--out", "{out}"], 2,
-         r"argument --pictures: must be an integer >= 0"),
-    Case("batch size zero", EV, EVAL + ["--batch-size", "0", "--out", "{out}"], 2, r"argument --batch-size: .*>= 1"),
-    Case("image ids empty", EV, EVAL + ["--image-ids", ",", "--out", "{out}"], 2, r"argument --image-ids: .*at least one"),
-    Case("image ids not numbers", EV, EVAL + ["--image-ids", "1,x", "--out", "{out}"], 2, r"argument --image-ids"),
-    Case("image ids match nothing", EV, EVAL + ["--image-ids", "999999", "--out", "{out}"], 1, r"empty selection"),
-    Case("split is a path", EV, EVAL + ["--split", "../x", "--out", "{out}"], 2, r"argument --split: must be a split name"),
-    Case("split without annotations", EV, EVAL + ["--coco-root", "{coco_root}", "--split", "val1999", "--out", "{out}"],
-         1, r"person_keypoints_val1999\.json.*check --coco-root and --split"),
-    Case("coco-root missing", EV, EVAL + ["--coco-root", "{tmp}/nowhere", "--out", "{out}"], 1,
-         r"annotation file not found: .*nowhere"),
-    Case("coco-root annotations without area", EV,
-         EVAL + ["--coco-root", "{coco_root_no_area}", "--split", "train2017", "--out", "{out}"], 1,
-         r"annotation \d+ of the --coco-root annotation file: no numeric area"),
-    Case("data flags with --images", EV, IMAGES + ["--data", "{data}", "--out", "{out}"], 2,
-         r"--data: only for evaluation"),
-    Case("--bbox without --images", EV, EVAL + ["--bbox", "1,2,3,4", "--out", "{out}"], 2, r"give --images"),
-    Case("--images and --export", EV, IMAGES + ["--export", "tflite", "--out", "{out}"], 2, r"choose one of"),
-    # --out
-    Case("out is a file (evaluation)", EV, EVAL + ["--out", "{a_file}"], 1, r"--out .*a_file is a file, not a folder", ()),
-    Case("out is a file (--images)", EV, IMAGES + ["--out", "{a_file}"], 1, r"a_file is a file, not a folder", ()),
-    Case("out is a file (--export)", EV, ["--model", "{model}", "--export", "saved_model", "--out", "{a_file}"], 1,
-         r"a_file is a file, not a folder", ()),
-    Case("out under a file (--export)", EV, ["--model", "{model}", "--export", "tflite", "--out", "{a_file}/sub"], 1,
-         r"--out .*a_file/sub: .*a_file is a file", ()),
-    Case("out cannot be created (--export)", EV, ["--model", "{model}", "--export", "tflite", "--out", "/proc/no/out"],
-         1, r"--out /proc/no/out", ("/proc/no/out",)),
-    # --images
-    Case("images missing", EV, ["--model", "{model}", "--images", "{tmp}/gone.jpg", "--out", "{out}"], 1,
-         r"no such file or folder: .*gone\.jpg"),
-    Case("images: empty folder", EV, ["--model", "{model}", "--images", "{empty_folder}", "--out", "{out}"], 1,
-         r"no image files in .*empty_folder"),
-    Case("images: no image files", EV, ["--model", "{model}", "--images", "{text_folder}", "--out", "{out}"], 1,
-         r"no image files in .*text_folder"),
-    Case("images: only unreadable", EV, IMAGES[:3] + ["{broken}", "--quiet", "--out", "{out}"], 1,
-         r"none of the 1 images could be read.*broken\.jpg: unreadable"),
-    Case("images: one unreadable among good", EV, IMAGES[:3] + ["{photos}", "--quiet", "--out", "{out}"], 0,
-         r"^skipped .*broken\.jpg: unreadable$", ()),
-    Case("bbox letters", EV, IMAGES + ["--bbox", "a,b,c,d", "--out", "{out}"], 2, r"argument --bbox: must be x,y,w,h"),
-    Case("bbox of three numbers", EV, IMAGES + ["--bbox", "1,2,3", "--out", "{out}"], 2, r"argument --bbox"),
-    Case("bbox of zero size", EV, IMAGES + ["--bbox", "10,10,0,20", "--out", "{out}"], 2, r"argument --bbox: .*w, h > 0"),
-    Case("bbox of negative size", EV, IMAGES + ["--bbox", "10,10,-5,20", "--out", "{out}"], 2, r"argument --bbox"),
-    Case("bbox not finite", EV, IMAGES + ["--bbox", "nan,0,10,inf", "--out", "{out}"], 2, r"argument --bbox: .*finite"),
-    Case("bbox outside the image", EV, IMAGES + ["--bbox", "5000,5000,10,10", "--out", "{out}"], 1,
-         r"--bbox: box lies outside the 320x240 image"),
-    Case("bbox outside one of two images", EV, IMAGES[:3] + ["{photo}", "{small_png}", "--quiet", "--bbox",
-                                                             "60,60,100,100", "--out", "{out}"], 0,
-         r"^skipped .*small\.png: --bbox: box lies outside the 40x50 image$", ()),
-    Case("min-confidence nan", EV, IMAGES + ["--min-confidence", "nan", "--out", "{out}"], 2,
-         r"argument --min-confidence: must be a finite number in \[0, 1\]"),
-    Case("min-confidence above 1", EV, IMAGES + ["--min-confidence", "2", "--out", "{out}"], 2,
-         r"argument --min-confidence"),
-    Case("annotations missing", EV, IMAGES + ["--annotations", "{tmp}/none.json", "--out", "{out}"], 1,
-         r"cannot read --annotations .*none\.json"),
-    Case("annotations not JSON", EV, IMAGES + ["--annotations", "{ann_not_json}", "--out", "{out}"], 1,
-         r"--annotations .* is not JSON"),
-    Case("annotations a list", EV, IMAGES + ["--annotations", "{ann_list}", "--out", "{out}"], 1,
-         r"is not COCO format"),
-    Case("annotations: image without file_name", EV, IMAGES + ["--annotations", "{ann_no_file_name}", "--out", "{out}"],
-         1, r"images\[0\] needs an id and a file_name"),
-    Case("annotations: no image_id", EV, IMAGES + ["--annotations", "{ann_no_image_id}", "--out", "{out}"], 1,
-         r"annotation 7 has no image_id"),
-    Case("annotations: bbox of 3", EV, IMAGES + ["--annotations", "{ann_short_bbox}", "--out", "{out}"], 1,
-         r"annotation 7 has no bbox of 4 numbers"),
-    Case("annotations: bad segmentation", EV, IMAGES + ["--annotations", "{ann_bad_segmentation}", "--out", "{out}"],
-         1, r"annotation 7 has a segmentation that is neither polygons"),
-    Case("annotations: box outside the image", EV, IMAGES + ["--annotations", "{ann_outside}", "--out", "{out}"], 1,
-         r"annotation 7: box lies outside the 320x240 image"),
-]
-
-
-# ----------------------------------------------------------------------------- inputs
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    """Every file the rows name, made once: {placeholder: path}."""
-    from evaluate import import_model_lib
-    tmp = tmp_path_factory.mktemp("bad_inputs")
-    root = tmp / "coco"
-    result = run_script(REPO / "synthetic_coco.py", "--out", root, "--images", 6, "--seed", 3)
-    assert result.returncode == 0, result.stderr
-    paths = {"coco_root": root, "data": tmp / "coco.npy", "data17": tmp / "coco17.npy"}
-    for name, joints in (("data", 13), ("data17", 17)):
-        result = run_script(REPO / "coco_process.py", "--coco-root", root, "--out", paths[name], "--examples", 0,
-                            "--quiet", "--workers", 1, "--joints", joints)
-        assert result.returncode == 0, result.stderr
-
-    model_lib = import_model_lib()
-    paths["model"] = tmp / "tiny.keras"
-    model_lib.build_model(size=96, width=0.25).save(paths["model"])
-    import keras
-    image = keras.Input((96, 96, 3))
-    paths["model5"] = tmp / "model5.keras"
-    keras.Model(image, keras.layers.Conv2D(5, 1, strides=4)(image)).save(paths["model5"])
-    paths["notes_keras"] = write(tmp / "notes.keras", "not a model\n")
-    paths["foreign_keras"] = tmp / "foreign.keras"
-    with zipfile.ZipFile(paths["foreign_keras"], "w") as z:
-        z.writestr("config.json", json.dumps({"class_name": "Nothing"}))
-
-    paths["empty_file"] = write(tmp / "empty.npy", "")
-    paths["a_file"] = write(tmp / "a_file", "x\n")
-    paths["npz"] = tmp / "figures.npz"
-    np.savez(paths["npz"], a=np.zeros(3))
-    paths["truncated_npy"] = tmp / "truncated.npy"
-    paths["truncated_npy"].write_bytes(paths["data"].read_bytes()[:100_000])
-    paths["bad_sidecar_npy"] = tmp / "bad_sidecar.npy"
-    shutil.copy(paths["data"], paths["bad_sidecar_npy"])
-    write(tmp / "bad_sidecar.npy.json", "{oops")
-    annotations = json.loads((root / "annotations" / "person_keypoints_train2017.json").read_text())
-    for ann in annotations["annotations"]:
-        del ann["area"]
-    paths["coco_root_no_area"] = tmp / "coco_no_area"
-    write(paths["coco_root_no_area"] / "annotations" / "person_keypoints_train2017.json", json.dumps(annotations))
-
-    photos = tmp / "photos"
-    photos.mkdir()
-    paths["photos"], paths["photo"] = photos, photos / "000000000001.jpg"
-    shutil.copy(root / "images" / "train2017" / "000000000001.jpg", paths["photo"])
-    paths["broken"] = write(photos / "broken.jpg", "garbage")
-    paths["small_png"] = tmp / "small.png"
-    import cv2
-    cv2.imwrite(str(paths["small_png"]), np.full((50, 40, 3), 100, np.uint8))
-    paths["empty_folder"] = tmp / "empty_folder"
-    paths["empty_folder"].mkdir()
-    paths["text_folder"] = tmp / "text_folder"
-    write(paths["text_folder"] / "readme.txt", "no images here\n")
-
-    image_entry = {"id": 1, "file_name": "000000000001.jpg"}
-    good = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [10, 10, 80, 150]}
-    for name, data in (("ann_list", [1, 2]),
-                       ("ann_no_file_name", {"images": [{"id": 1}], "annotations": [good]}),
-                       ("ann_no_image_id", {"images": [image_entry],
-                                            "annotations": [{k: v for k, v in good.items() if k != "image_id"}]}),
-                       ("ann_short_bbox", {"images": [image_entry], "annotations": [dict(good, bbox=[1, 2, 3])]}),
-                       ("ann_bad_segmentation", {"images": [image_entry],
-                                                 "annotations": [dict(good, segmentation="person")]}),
-                       ("ann_outside", {"images": [image_entry],
-                                        "annotations": [dict(good, bbox=[900, 900, 10, 10])]})):
-        paths[name] = write(tmp / f"{name}.json", json.dumps(data))
-    paths["ann_not_json"] = write(tmp / "ann_not_json.json", "{not json")
-    return {k: str(v) for k, v in paths.items()}
-
-
-def write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-# ----------------------------------------------------------------------------- runner
-
-def run_main(script, argv, capsys):
-    """(exit status, stdout, stderr) of `script.main(argv)` run in this process, as a shell would see them."""
-    module = importlib.import_module(script)
-    capsys.readouterr()
-    try:
-        module.main(argv)
-        status = 0
-    except SystemExit as done:
-        status = done.code
-        if isinstance(status, str):       # sys.exit("message"): the interpreter prints it and exits 1
-            print(status, file=sys.stderr)
-            status = 1
-        status = status or 0
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def fill(text, values):
-    return text.format_map(values)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case, inputs, tmp_path, capsys):
-    values = dict(inputs, tmp=str(tmp_path), out=str(tmp_path / "out"))
-    status, _, err = run_main(case.script, [fill(str(a), values) for a in case.argv], capsys)
+@pytest.mark.parametrize("case", CASES, ids=[f"{program(c.script)}: {c.id}" for c in CASES])
+def test_bad_input(case, inputs_of, tmp_path, capsys):
+    table, inputs = TABLES[case.script], inputs_of(case.script)
+    values = dict(inputs, tmp=str(tmp_path), out=str(tmp_path / table.OUT))
+    argv = [fill(str(a), values) for a in case.argv]
+    status, out, err = run_main(case.script, argv, capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err
     assert len(lines) == 1, f"expected one stderr line, got:\n{err}"
-    if case.status:
-        assert lines[0].startswith(f"{case.script}.py: error: "), lines[0]
+    prefix = f"{program(case.script)}: " + ("error: " if case.status else "")
+    assert lines[0].startswith(prefix), lines[0]
     assert re.search(case.stderr, lines[0]), f"{lines[0]!r} does not match {case.stderr!r}"
     assert status == case.status, f"exit status {status}, expected {case.status}: {lines[0]}"
     for path in case.absent:
         assert not os.path.exists(fill(path, values)), f"{fill(path, values)} exists after: {lines[0]}"
+    if hasattr(table, "check_after"):
+        table.check_after(case, argv, out, inputs)
 
 
-def test_table_covers_evaluate():
-    assert sum(c.script == EV for c in CASES) >= 20
-    assert len({c.id for c in CASES}) == len(CASES)
+def test_table_covers_the_four_scripts():
+    """At least 40 rows across the four scripts, every script with rows, unique ids, every
+    broken dataset variant of coco_process.py used by a row."""
+    per_script = {script: len(table.CASES) for script, table in TABLES.items()}
+    assert sum(per_script.values()) >= 40 and min(per_script.values()) >= 10, per_script
+    ids = [(c.script, c.id) for c in CASES]
+    assert len(set(ids)) == len(ids)
+    used = {a[1:-1] for c in cases_coco_process.CASES for a in c.argv if a.startswith("{")}
+    assert set(cases_coco_process.VARIANTS) <= used, set(cases_coco_process.VARIANTS) - used
 
 
 # ----------------------------------------------------------------------------- killed exports
@@ -292,7 +90,7 @@ def loads_as_export(out):
 
 
 @pytest.mark.parametrize("kind", ["saved_model", "tflite"])
-def test_export_interrupted_after_writing_leaves_no_export(kind, inputs, tmp_path, capsys, monkeypatch):
+def test_export_interrupted_after_writing_leaves_no_export(kind, inputs_of, tmp_path, capsys, monkeypatch):
     """Interrupt the export once Keras has written the SavedModel (of the export itself, or the
     one tflite converts from): nothing at the final path, no export.json."""
     import keras
@@ -305,18 +103,18 @@ def test_export_interrupted_after_writing_leaves_no_export(kind, inputs, tmp_pat
 
     monkeypatch.setattr(keras.Model, "export", export_then_interrupt)
     out = tmp_path / "export"
-    status, _, err = run_main(EV, ["--model", inputs["model"], "--export", kind, "--out", str(out)], capsys)
+    status, _, err = run_main("evaluate", ["--model", inputs_of("evaluate")["model"], "--export", kind, "--out", str(out)], capsys)
     assert status == 1 and err.strip() == "evaluate.py: interrupted"
     assert not (out / "saved_model").exists() and not (out / "model.tflite").exists()
     assert not (out / "export.json").exists()
     assert not loads_as_export(out)
 
 
-def test_export_killed_mid_write_leaves_no_export(inputs, tmp_path, capsys):
+def test_export_killed_mid_write_leaves_no_export(inputs_of, tmp_path, capsys):
     """kill -9 a real export while it writes its folder; the next export clears the leftover."""
     out = tmp_path / "export"
     partial = out / "saved_model.partial"
-    argv = [sys.executable, str(REPO / "evaluate.py"), "--model", inputs["model"], "--export", "saved_model",
+    argv = [sys.executable, str(REPO / "evaluate.py"), "--model", inputs_of("evaluate")["model"], "--export", "saved_model",
             "--out", str(out)]
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -328,6 +126,28 @@ def test_export_killed_mid_write_leaves_no_export(inputs, tmp_path, capsys):
     assert partial.exists()
     assert not (out / "saved_model").exists() and not (out / "export.json").exists()
     assert not loads_as_export(out)
-    status, _, err = run_main(EV, argv[2:], capsys)
+    status, _, err = run_main("evaluate", argv[2:], capsys)
     assert status == 0, err
     assert not partial.exists() and loads_as_export(out) and (out / "export.json").exists()
+
+
+# ----------------------------------------------------------------------------- model.py's rules, stated
+
+def test_model_help_states_the_ranges_and_the_resume_rules(capsys):
+    import model
+    with pytest.raises(SystemExit) as done:
+        model.main(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for phrase in (">= 1", "> 0", "multiple of 32", "[0, 1]", "no config.json", "no backup"):
+        assert phrase in text, phrase
+
+
+def test_resume_config_lists_model_and_data_keys(inputs_of):
+    """config.json of a run holds every key --resume compares (the identity of model and data)."""
+    import json
+    import model
+    with open(os.path.join(inputs_of("model")["run"], "config.json")) as f:
+        config = json.load(f)
+    assert set(model.RUN_IDENTITY) <= set(config), set(model.RUN_IDENTITY) - set(config)
+    assert config["joints"] == 13 and config["input_size"] == 64

@@ -1,23 +1,19 @@
-"""model.py's rows of the bad-input table (issue 11): a user mistake or a broken input is one
-line on stderr and a non-zero exit, never a traceback, and fails before any training starts
-(so these rows are quick) leaving no --out behind.
+"""model.py's rows of the bad-input table (tests/test_bad_inputs.py) and the files they name.
 
-The rows have the shape of tests/test_bad_inputs.py (Case, its in-process runner and its
-{placeholder} filling), so the two tables can be merged into one later. Placeholders here:
-{tmp}, {out} and every key of the `inputs` fixture below.
+Every row fails before any training starts (so the rows are quick), leaves no --out behind,
+and a refused --resume leaves the run folder {run} exactly as it was (`check_after`).
 """
-import json
 import os
-import re
+from pathlib import Path
 
-import pytest
-from test_bad_inputs import Case, fill, run_main
+from bad_input_table import Case, write
 from test_figure_dataset import write_figures
 
 from synthetic_coco import random_figures_file
 
 import model as M
 
+OUT = "out"  # the name of {out} in each row's folder
 MD = "model"
 TINY = ["--width", "0.25", "--batch-size", "4", "--steps-per-epoch", "2", "--epochs", "1", "--quiet"]
 RUN = ["--data", "{data}", *TINY, "--out", "{out}"]            # a good run; rows add one mistake
@@ -94,10 +90,8 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
+def build_inputs(tmp):
     """Every file the rows name, made once: {placeholder: path}. {run} is a real 1-epoch run."""
-    tmp = tmp_path_factory.mktemp("bad_inputs_model")
     paths = {"data": write_figures(tmp / "data.npy", n=16, size=64),
              "one_image": write_figures(tmp / "one_image.npy", n=2, size=64),
              "data17": random_figures_file(tmp / "data17.npy", n=16, size=64, n_joints=17),
@@ -117,49 +111,14 @@ def inputs(tmp_path_factory):
     paths["run"] = tmp / "run"
     M.train(M.Config(data=str(paths["data"]), out=str(paths["run"]), epochs=1, batch_size=4, width=0.25, seed=1,
                      steps_per_epoch=2, verbose=0))
-    return {k: str(v) for k, v in paths.items()}
+    run_files = files_of(paths["run"])
+    return {**{k: str(v) for k, v in paths.items()}, "run_files": run_files}
 
 
-def write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+def files_of(folder):
+    """{name: (size, mtime)} of a folder's files: what a refused --resume must not change."""
+    return {name: (os.path.getsize(folder / name), os.path.getmtime(folder / name)) for name in os.listdir(folder)}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case, inputs, tmp_path, capsys):
-    values = dict(inputs, tmp=str(tmp_path), out=str(tmp_path / "out"))
-    run_files = {name: os.path.getmtime(os.path.join(inputs["run"], name)) for name in os.listdir(inputs["run"])}
-    status, _, err = run_main(case.script, [fill(str(a), values) for a in case.argv], capsys)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert "Traceback" not in err
-    assert len(lines) == 1, f"expected one stderr line, got:\n{err}"
-    assert lines[0].startswith(f"{case.script}.py: error: "), lines[0]
-    assert re.search(case.stderr, lines[0]), f"{lines[0]!r} does not match {case.stderr!r}"
-    assert status == case.status, f"exit status {status}, expected {case.status}: {lines[0]}"
-    for path in case.absent:
-        assert not os.path.exists(fill(path, values)), f"{fill(path, values)} exists after: {lines[0]}"
-    assert run_files == {name: os.path.getmtime(os.path.join(inputs["run"], name))
-                         for name in os.listdir(inputs["run"])}, "a refused --resume changed the run folder"
-
-
-def test_table_covers_model():
-    assert sum(c.script == MD for c in CASES) >= 15
-    assert len({c.id for c in CASES}) == len(CASES)
-
-
-def test_help_states_the_ranges_and_the_resume_rules(capsys):
-    with pytest.raises(SystemExit) as done:
-        M.main(["--help"])
-    assert done.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
-    for phrase in (">= 1", "> 0", "multiple of 32", "[0, 1]", "no config.json", "no backup"):
-        assert phrase in text, phrase
-
-
-def test_resume_config_lists_model_and_data_keys(inputs):
-    """config.json of a run holds every key --resume compares (the identity of model and data)."""
-    with open(os.path.join(inputs["run"], "config.json")) as f:
-        config = json.load(f)
-    assert set(M.RUN_IDENTITY) <= set(config), set(M.RUN_IDENTITY) - set(config)
-    assert config["joints"] == 13 and config["input_size"] == 64
+def check_after(case, argv, stdout, inputs):
+    assert files_of(Path(inputs["run"])) == inputs["run_files"], "a refused --resume changed the run folder"

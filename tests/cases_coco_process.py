@@ -1,43 +1,22 @@
-"""Bad input and faults of coco_process.py (issue 11): one table of cases.
+"""coco_process.py's rows of the bad-input table (tests/test_bad_inputs.py) and the folders they name.
 
-A user mistake or a broken input is one line on stderr and a non-zero exit, never a
-traceback, and leaves no output behind. A broken item inside the dataset (one bad
-annotation or image among good ones) is skipped, counted in the sidecar and named in one
-stderr line, with exit status 0; `--strict` stops at it instead.
-
-A row names the script (a module with `main(argv)`, called in-process so the table stays
-fast), its argv, the exit status, a regex the one stderr line must match, and the paths
-that must not exist afterwards. Argv items and paths may hold {placeholders}: {tmp} and
-{out} (this test's folder and a not-yet-existing output in it) and every key of the
-`inputs` fixture. A row of status 0 must also keep every good figure of the base dataset
-but its victims (VARIANTS), and count them in the sidecar.
+A broken item inside the dataset (one bad annotation or image among good ones) is skipped,
+counted in the sidecar and named in one stderr line, with exit status 0; `--strict` stops
+at it instead. A row of status 0 must also keep every good figure of the base dataset but
+its victims (VARIANTS), and count them in the sidecar (`check_after`).
 """
-import importlib
 import json
 import math
-import os
 import re
 import shutil
-import sys
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import pytest
 
+from bad_input_table import Case
 from figures import open_figures, read_sidecar
 
-
-@dataclass
-class Case:
-    id: str
-    script: str               # module name, e.g. "coco_process"
-    argv: list
-    status: int               # expected exit status (argparse usage errors: 2, input errors: 1, skips: 0)
-    stderr_regex: str         # regex (re.search) the one stderr line must match
-    absent: tuple = ("{out}",)  # must not exist afterwards: by default a failed run writes no --out
-
-
+OUT = "out.npy"  # the name of {out} in each row's folder
 CP = "coco_process"
 VICTIM_ANN, VICTIM_IMAGE = 8, 3  # a later annotation (not the first), and its image
 
@@ -272,7 +251,8 @@ CASES = [
 # ----------------------------------------------------------------------------- inputs
 
 def build_inputs(tmp):
-    """Every folder and file the rows name, under tmp: ({placeholder: path}, {variant: (victims, key, n)})."""
+    """Every folder and file the rows name, under tmp: {placeholder: path}, plus "variants":
+    {variant: (victims, counter key, count)} and "base_ids" (the annotation ids of the good dataset)."""
     from synthetic_coco import make_synthetic_coco
     import coco_process
     base = tmp / "base"
@@ -321,64 +301,20 @@ def build_inputs(tmp):
     paths["resume_out"] = resume / "coco.npy"
     (resume / "coco.npy.partial").write_bytes(b"\0" * 8192)
     (resume / "coco.npy.partial.json").write_text('{"settings": {"joint_names": ["nose", "left_sh')
-    return {k: str(v) for k, v in paths.items()}, meta, base_ids
+    return {**{k: str(v) for k, v in paths.items()}, "variants": meta, "base_ids": base_ids}
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return build_inputs(tmp_path_factory.mktemp("bad_inputs_coco"))
+# ----------------------------------------------------------------------------- checks after a row
 
-
-# ----------------------------------------------------------------------------- runner
-
-def run_main(script, argv, capsys):
-    """(exit status, stdout, stderr) of `script.main(argv)` run in this process, as a shell would see them."""
-    module = importlib.import_module(script)
-    capsys.readouterr()
-    try:
-        module.main(argv)
-        status = 0
-    except SystemExit as done:
-        status = done.code
-        if isinstance(status, str):       # sys.exit("message"): the interpreter prints it and exits 1
-            print(status, file=sys.stderr)
-            status = 1
-        status = status or 0
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def fill(text, values):
-    return text.format_map(values)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case, inputs, tmp_path, capsys):
-    paths, meta, base_ids = inputs
-    values = dict(paths, tmp=str(tmp_path), out=str(tmp_path / "out.npy"))
-    argv = [fill(str(a), values) for a in case.argv]
-    status, out, err = run_main(case.script, argv, capsys)
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert "Traceback" not in err
-    assert len(lines) == 1, f"expected one stderr line, got:\n{err}"
-    assert lines[0].startswith(f"{case.script}.py: "), lines[0]
-    if case.status:
-        assert lines[0].startswith(f"{case.script}.py: error: "), lines[0]
-    assert re.search(case.stderr_regex, lines[0]), f"{lines[0]!r} does not match {case.stderr_regex!r}"
-    assert status == case.status, f"exit status {status}, expected {case.status}: {lines[0]}"
-    for path in case.absent:
-        assert not os.path.exists(fill(path, values)), f"{fill(path, values)} exists after: {lines[0]}"
-    if case.status == 0:
-        check_skipped(case, argv, out, meta, base_ids)
-
-
-def check_skipped(case, argv, stdout, meta, base_ids):
+def check_after(case, argv, stdout, inputs):
     """A skip row: every good figure but the victims written, the victims counted in sidecar and summary."""
-    variant = next(a[1:-1] for a in case.argv if a[1:-1] in meta)
-    victims, key, n = meta[variant]
+    if case.status != 0:
+        return
+    variant = next(a[1:-1] for a in case.argv if a[1:-1] in inputs["variants"])
+    victims, key, n = inputs["variants"][variant]
     out = argv[argv.index("--out") + 1]
     figures = open_figures(out)
-    assert set(figures["annotation_id"].tolist()) == base_ids - victims
+    assert set(figures["annotation_id"].tolist()) == inputs["base_ids"] - victims
     sidecar = read_sidecar(out)
     assert sidecar["counts"][key] == n and sidecar["figures"] == len(figures)
     assert len(sidecar["problems"]) == (key != "keypoints_far_outside")
@@ -386,22 +322,12 @@ def check_skipped(case, argv, stdout, meta, base_ids):
         assert re.search(rf"skipped {key[8:]} *: {n}$", stdout, re.M), stdout
     else:
         assert not np.isnan(figures["keypoints"]).any()
+    if variant == "keypoint_outside":
+        check_keypoint_outside_is_unlabelled(figures)
 
 
-def test_table_covers_coco_process():
-    assert sum(c.script == CP for c in CASES) >= 25
-    assert len({c.id for c in CASES}) == len(CASES)
-    used = {a[1:-1] for c in CASES for a in c.argv if a.startswith("{")}
-    assert set(VARIANTS) <= used, set(VARIANTS) - used
-
-
-def test_keypoint_outside_is_stored_unlabelled(inputs, tmp_path, capsys):
+def check_keypoint_outside_is_unlabelled(figures):
     """The far-outside left shoulder of the victim is stored as (0, 0, 0) with an empty map."""
-    paths, _, _ = inputs
-    out = str(tmp_path / "out.npy")
-    status, _, err = run_main(CP, [fill(a, dict(paths, out=out)) for a in run("keypoint_outside")], capsys)
-    assert status == 0, err
-    figures = open_figures(out)
     record = figures[figures["annotation_id"] == VICTIM_ANN][0]
     shoulder = 1  # left_shoulder among the 13 joints (nose first)
     assert (record["keypoints"][shoulder] == 0).all() and (record["confidence_maps"][..., shoulder] == 0).all()
