@@ -5,6 +5,26 @@ no run starts (and writes) with a value that would make it fail later or, worse,
 """
 import argparse
 import math
+import os
+
+
+class InputError(Exception):
+    """A user mistake or a broken input: each script's main() reports it as one line, no traceback."""
+
+
+def check_out_dir(path: str):
+    """InputError, before any work, if --out cannot be (or become) a writable folder.
+
+    Nothing is created here, so a run that fails later on its inputs leaves no empty --out behind.
+    """
+    existing = path
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing.rstrip(os.sep))
+    existing = existing or "."
+    if not os.path.isdir(existing):
+        raise InputError(f"--out {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {path}: {existing} is not writable")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -46,17 +46,13 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from cli import OneLineParser, int_in, number, split_name
+from cli import InputError, OneLineParser, int_in, number, split_name
 from confidence_maps import STRIDE, quantise_maps, render_confidence_maps
 from figures import (apply_affine, bbox_mask, canvas_image, coco_indices, crop_to_record, draw_skeleton,
                      figure_dtype, figure_transform, joint_names, open_figures, render_figure)
 
 HEADER_BYTES = 4096  # reserved .npy header, rewritten in place with the final count
 BAD = "bad_annotation"  # the skip reason of an annotation broken by itself
-
-
-class InputError(Exception):
-    """Bad input from the user: reported as one line, no traceback."""
 
 
 # ----------------------------------------------------------------------------- annotations

@@ -30,8 +30,8 @@ import time
 import cv2
 import numpy as np
 
-from cli import OneLineParser, int_in, number, split_name
-from coco_process import InputError, load_coco_annotations
+from cli import InputError, OneLineParser, check_out_dir, int_in, number, split_name
+from coco_process import load_coco_annotations
 from confidence_maps import (codec_of_model, dequantise_maps, flip_maps, quantise_maps,
                              render_confidence_maps)
 from figures import (COCO_OKS_SIGMAS, JOINT_SETS, apply_affine, bbox_mask, canvas_image, coco_indices,
@@ -361,21 +361,6 @@ def plot_pck_per_joint(path, per_joint, names, baseline=None, title=""):
 
 
 # ----------------------------------------------------------------------------- evaluation driver
-
-def check_out_dir(path):
-    """Fail before any work, with one line, if --out cannot be (or become) a writable folder.
-
-    Nothing is created here, so a run that fails later on its inputs leaves no empty --out behind.
-    """
-    existing = path
-    while existing and not os.path.exists(existing):
-        existing = os.path.dirname(existing.rstrip(os.sep))
-    existing = existing or "."
-    if not os.path.isdir(existing):
-        raise InputError(f"--out {path}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"--out {path}: {existing} is not writable")
-
 
 def make_out_dir(path):
     try:

@@ -59,7 +59,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers, ops
 
-from cli import OneLineParser, int_in, number
+from cli import InputError, OneLineParser, check_out_dir, int_in, number
 from confidence_maps import ARCH_CODECS, ConfidenceMapCodec
 from figure_dataset import NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile, split_by_image
 from figures import heat_image, summed_maps
@@ -646,10 +646,6 @@ class Config:
     verbose: int = 1
 
 
-class InputError(Exception):
-    """A user mistake or a broken input: main() reports it as one line, no traceback."""
-
-
 def make_datasets(cfg: Config, shard=(0, 1)):
     """(train, val) FigureBatches: --val-data, or an 80/20 split of --data by image id.
 
@@ -768,22 +764,6 @@ def make_callbacks(cfg: Config, train, val, baseline, backup, best=-np.inf):
 # picks the validation split), nor the data's joints and input size (train() reads them).
 # Everything else (--epochs, --workers, --lr, ...) may change.
 RUN_IDENTITY = ("data", "val_data", "arch", "size", "width", "depth", "loss", "backbone_features", "seed")
-
-
-def check_out_dir(path):
-    """InputError, before any work, if --out cannot be (or become) a writable folder.
-
-    Nothing is created here, so a run that fails later on its inputs leaves no empty --out
-    behind. (Copied from evaluate.py; one shared home comes with a later refactor.)
-    """
-    existing = path
-    while existing and not os.path.exists(existing):
-        existing = os.path.dirname(existing.rstrip(os.sep))
-    existing = existing or "."
-    if not os.path.isdir(existing):
-        raise InputError(f"--out {path}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"--out {path}: {existing} is not writable")
 
 
 def check_resume(cfg: Config, facts):
