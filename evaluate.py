@@ -37,6 +37,7 @@ from confidence_maps import (codec_of_model, dequantise_maps, flip_maps, quantis
 from figures import (COCO_OKS_SIGMAS, JOINT_SETS, apply_affine, bbox_mask, canvas_image, coco_indices,
                      figure_joint_names, flip_permutation, invert_affine, joint_names, open_figures,
                      draw_skeleton, heat_image, read_sidecar, render_figure, summed_maps)
+from inference import ExportError, is_exported, load_exported, predict_exported
 from metrics import figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
 
 THRESHOLDS = (0.05, 0.1, 0.2)
@@ -940,35 +941,11 @@ def remove_path(path):
 def exported_predictor(path):
     """A predict(model, canvases, batch_size) for an exported model (the model argument is ignored).
 
-    Same contract as model.predict_maps: uint8 canvases at the export's input size ->
-    maps (N, M, M, J) in [0, 1].
+    Same contract as model.predict_maps: uint8 canvases -> maps (N, M, M, J) in [0, 1]
+    (inference.ExportedModel, which reads export.json beside the model).
     """
-    import tensorflow as tf
-    from model import preprocess_images
-    if path.endswith(".tflite"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated": still the one we have
-            interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count())
-        interpreter.allocate_tensors()
-        inp = interpreter.get_input_details()[0]
-        out = interpreter.get_output_details()[0]
-
-        def run(x):
-            interpreter.set_tensor(inp["index"], x[None])
-            interpreter.invoke()
-            return interpreter.get_tensor(out["index"])[0]
-    else:
-        loaded = tf.saved_model.load(path)
-
-        def run(x):
-            return np.asarray(loaded.serve(tf.constant(x[None])))[0]
-
-    def predict(_model, canvases, batch_size=1):
-        x = preprocess_images(np.asarray(canvases)).astype(np.float32)
-        raw = np.stack([run(xi) for xi in x])
-        return np.clip((raw + 1.0) * 0.5, 0.0, 1.0).astype(np.float32)
-    return predict
+    exported = load_exported(path)
+    return lambda _model, canvases, batch_size=16: exported.maps(canvases, batch_size)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -980,21 +957,27 @@ def import_model_lib():
 
 
 def load_model_checked(path):
-    """The Keras model and model.predict_maps; one-line InputError for anything not ours."""
+    """(model, predict): a .keras file with model.predict_maps, or an export (.tflite, SavedModel
+    folder, or the folder evaluate.py --export wrote) with inference.predict_exported; one-line
+    InputError for anything not ours."""
     if not os.path.exists(path):
         raise InputError(f"model file not found: {path}")
-    if os.path.isdir(path):
-        raise InputError(f"{path} is a folder, not a figure-pose model (.keras file)")
-    model_lib = import_model_lib()
-    try:
-        model = model_lib.load_trained_model(path)
-    except (ValueError, OSError) as err:
-        raise InputError(str(err)) from None
+    if is_exported(path):
+        try:
+            model, predict = load_exported(path), predict_exported
+        except ExportError as err:
+            raise InputError(f"--model {err}") from None
+    else:
+        model_lib = import_model_lib()
+        try:
+            model, predict = model_lib.load_trained_model(path), model_lib.predict_maps
+        except (ValueError, OSError) as err:
+            raise InputError(str(err)) from None
     n_joints = int(model.outputs[0].shape[-1])
     if n_joints not in JOINT_SETS:
         raise InputError(f"--model {path} predicts {n_joints} joints; figure-pose models predict "
                          f"{' or '.join(map(str, sorted(JOINT_SETS)))}")
-    return model, model_lib.predict_maps
+    return model, predict
 
 
 def build_parser():
@@ -1006,7 +989,9 @@ def build_parser():
                     "export the model (--export).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     what = parser.add_argument_group("what to run")
-    what.add_argument("--model", help="trained model (.keras written by model.py)")
+    what.add_argument("--model", help="trained model: a .keras file written by model.py, or an export of one "
+                                       "(model.tflite or saved_model/ with the export.json beside it, or the "
+                                       "--export folder itself)")
     what.add_argument("--oracle", action="store_true",
                       help="evaluate the ground-truth maps stored in --data instead of a model (no --model): "
                            "checks geometry, rendering, decoding and the inverse transform")
@@ -1063,6 +1048,8 @@ def check_args(parser, args):
         parser.error("--oracle evaluates the stored maps: give no --model")
     if (args.images or args.export) and not args.model:
         parser.error("--images and --export need --model")
+    if args.export and not args.model.endswith(".keras"):
+        parser.error(f"--export writes a copy of a .keras model, not of {args.model}")
     if not args.images and not args.export:
         if not args.data:
             parser.error("give --data to evaluate (or --images / --export)")

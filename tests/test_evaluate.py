@@ -216,3 +216,93 @@ def test_export_gives_the_same_keypoints(kind, tiny_model, synthetic, tmp_path):
     exported = decode(exported_predictor(path)(None, canvases), 96, 96, "dark")
     assert np.abs(exported[..., :2] - reference[..., :2]).max() < 0.5
     np.testing.assert_allclose(exported[..., 2], reference[..., 2], atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_model, tmp_path_factory):
+    """{kind: folder} of the tiny model exported by `evaluate.py --export` (in-process)."""
+    import evaluate
+    folders = {}
+    for kind in ("tflite", "saved_model"):
+        folders[kind] = tmp_path_factory.mktemp(kind)
+        evaluate.main(["--model", str(tiny_model), "--export", kind, "--out", str(folders[kind])])
+    return folders
+
+
+def test_exported_models_evaluate_like_keras(tiny_model, exports, synthetic, tmp_path):
+    """--model takes the .keras file, the SavedModel folder and the .tflite file: the same keypoints
+    (original pixels, within 0.5 px) and confidences, in evaluation and in --images."""
+    import evaluate
+    root, npy = synthetic
+    models = {"keras": tiny_model, "saved_model": exports["saved_model"] / "saved_model",
+              "tflite": exports["tflite"] / "model.tflite"}
+    results, photos = {}, {}
+    image = sorted((root / "images" / "train2017").glob("*.jpg"))[0]
+    for kind, path in models.items():
+        evaluate.main(["--model", str(path), "--data", str(npy), "--out", str(tmp_path / kind), "--limit", "5",
+                       "--pictures", "0", "--quiet"])
+        results[kind] = json.loads((tmp_path / kind / "keypoints_train2017_results.json").read_text())
+        evaluate.main(["--model", str(path), "--images", str(image), "--out", str(tmp_path / f"img_{kind}"),
+                       "--quiet"])
+        photos[kind] = json.loads((tmp_path / f"img_{kind}" / "predictions.json").read_text())
+    reference = np.array([r["keypoints"] for r in results["keras"]])
+    ref_photo = np.array(list(photos["keras"]["images"][0]["figures"][0]["keypoints"].values()))
+    assert reference.shape == (5, 51)
+    for kind in ("saved_model", "tflite"):
+        assert np.abs(np.array([r["keypoints"] for r in results[kind]]) - reference).max() < 0.5
+        np.testing.assert_allclose([r["score"] for r in results[kind]], [r["score"] for r in results["keras"]],
+                                   atol=1e-3)
+        photo = np.array(list(photos[kind]["images"][0]["figures"][0]["keypoints"].values()))
+        assert np.abs(photo[:, :2] - ref_photo[:, :2]).max() < 0.5
+    # the export folder itself also names the model (export.json says which file)
+    model = evaluate.load_model_checked(str(exports["tflite"]))[0]
+    assert model.format == "tflite" and model.input_size == 96
+
+
+def test_exported_model_mistakes_give_one_line(exports, synthetic, tmp_path):
+    _, npy = synthetic
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    (lonely / "model.tflite").write_bytes((exports["tflite"] / "model.tflite").read_bytes())
+    assert "export.json" in one_line_error(
+        run_script(EVALUATE, "--model", lonely / "model.tflite", "--data", npy, "--out", tmp_path / "o"))
+    (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer")
+    (tmp_path / "export.json").write_text((exports["tflite"] / "export.json").read_text())
+    assert "not a readable TFLite model" in one_line_error(
+        run_script(EVALUATE, "--model", tmp_path / "junk.tflite", "--data", npy, "--out", tmp_path / "o"))
+    assert "not an exported figure-pose model" in one_line_error(
+        run_script(EVALUATE, "--model", lonely, "--data", npy, "--out", tmp_path / "o"))
+
+
+def readme_tflite_example():
+    """The fenced python block of README.md that starts with `# run_tflite.py`."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("```python\n# run_tflite.py") + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+def test_readme_standalone_tflite_example_runs(exports, synthetic, tmp_path):
+    """The README's standalone runner (NumPy, OpenCV, a TFLite interpreter; nothing of this
+    repository) gives evaluate.py's keypoints with the same decoding, within 0.5 px."""
+    import evaluate
+    root, _ = synthetic
+    script = tmp_path / "run_tflite.py"
+    script.write_text(readme_tflite_example())
+    model = exports["tflite"] / "model.tflite"
+    image = sorted((root / "images" / "train2017").glob("*.jpg"))[1]
+    for box in ("30.5,20,40,60", "5,3,110,150"):          # canvas scale > 1 and < 1
+        result = run_script(script, model, image, box, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        standalone = json.loads(result.stdout.strip().splitlines()[-1])
+        out = tmp_path / f"eval_{box}"
+        evaluate.main(["--model", str(model), "--images", str(image), "--bbox", box, "--refine", "quarter",
+                       "--no-flip-test", "--out", str(out), "--quiet"])
+        (figure,) = json.loads((out / "predictions.json").read_text())["images"][0]["figures"]
+        assert list(standalone) == list(figure["keypoints"])
+        ours = np.array(list(figure["keypoints"].values()))
+        theirs = np.array(list(standalone.values()))
+        if box.startswith("30.5"):       # same canvas bit for bit: the same keypoints
+            assert np.abs(theirs[:, :2] - ours[:, :2]).max() < 0.5
+            np.testing.assert_allclose(theirs[:, 2], ours[:, 2], atol=1e-3)
+        else:                            # area-shrunk from the whole photo, not a window: close, not equal
+            assert np.isfinite(theirs).all() and np.abs(theirs[:, 2] - ours[:, 2]).max() < 0.05
