@@ -584,7 +584,64 @@ def baseline_keypoints(args, meta, n_joints, notes):
     if len(train_sizes) != 1 or int(train_sizes[0]) != meta["canvas_size"]:
         raise InputError(f"--train-data {args.train_data} has canvas size {train_sizes.tolist()}, "
                          f"--data {args.data} {meta['canvas_size']}")
+    split = getattr(args, "run_split", None)
+    if split and os.path.abspath(args.train_data) == os.path.abspath(split.get("train_data", "")):
+        train = train[np.isin(np.asarray(train["image_id"]), split.get("train_image_ids", []))]
     return np.asarray(train["keypoints"], dtype=np.float64), "mean pose (training figures)"
+
+
+def read_run_json(path, required=True):
+    """A JSON object of a run folder, or None if optional and missing; one-line InputError."""
+    if not os.path.exists(path) and not required:
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"--run: {path} not found (not a model.py run folder?)") from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"--run: cannot read {path} ({err})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"--run: {path} is not a JSON object")
+    return data
+
+
+def apply_run(args):
+    """Fill --model, --data, --image-ids, --train-data and --out from the run folder --run (flags given
+    win); returns its split.json (None for a run that predates it, then only with --val-data)."""
+    config = read_run_json(os.path.join(args.run, "config.json"))
+    split = read_run_json(os.path.join(args.run, "split.json"), required=False)
+    if split is None and not config.get("val_data") and not (args.data and args.image_ids):
+        raise InputError(f"--run: {args.run} has no split.json (made before model.py wrote one), so its "
+                         "held-out images are unknown: give --data and --image-ids")
+    args.model = args.model or os.path.join(args.run, "best.keras")
+    if not os.path.exists(args.model):
+        raise InputError(f"--run: {args.model} not found (the run saved no checkpoint yet?)")
+    if not args.data:
+        args.data = (split or {}).get("val_data") or config.get("val_data") or config["data"]
+        if split and split.get("held_out") and not args.image_ids:
+            args.image_ids = [int(i) for i in split["val_image_ids"]]
+    args.train_data = args.train_data or config.get("data")
+    args.out = args.out or os.path.join(args.run, "eval")
+    return split
+
+
+def training_figures(args, image_ids, notes):
+    """How many evaluated figures (of image_ids) show images the model trained on: those of
+    --train-data (or, with --run, the run's training images); a one-line warning if any."""
+    split = getattr(args, "run_split", None)
+    if split and args.train_data and os.path.abspath(args.train_data) == os.path.abspath(split.get("train_data", "")):
+        trained = np.asarray(split.get("train_image_ids", []), dtype=np.int64)
+    elif args.train_data:
+        trained = np.asarray(load_figures_checked(args.train_data, "--train-data")["image_id"], dtype=np.int64)
+    else:
+        return None
+    count = int(np.isin(np.asarray(image_ids, dtype=np.int64), trained).sum())
+    if count:
+        notes.append(f"{count} of the {len(image_ids)} evaluated figures are of training images (in --train-data "
+                     f"{args.train_data}): their scores are not a held-out measurement")
+        print(f"warning: {notes[-1]}", file=sys.stderr)
+    return count
 
 
 def run_evaluation(args, model=None, predict=None):
@@ -611,6 +668,7 @@ def run_evaluation(args, model=None, predict=None):
         notes.append("no --coco-root: AP/AR use ground truth rebuilt from the figures with area = bbox w*h "
                      "instead of the segmentation area, so they are approximate (optimistic)")
     train_kp, label = baseline_keypoints(args, meta, len(names), notes)   # checked before any work
+    trained = training_figures(args, meta["image_id"], notes)
     make_out_dir(args.out)
     started = time.time()
     preds, shown = predict_all(figures, index, args, names, model, predict)
@@ -627,7 +685,7 @@ def run_evaluation(args, model=None, predict=None):
                "persons": int(len(np.unique(meta["annotation_id"]))),
                "images": int(len(np.unique(meta["image_id"]))),
                "labelled_joints": int((meta["keypoints"][..., 2] > 0).sum()),
-               "labelled_joints_outside_canvas": int(outside.sum()),
+               "labelled_joints_outside_canvas": int(outside.sum()), "training_figures": trained,
                "seconds_predict_decode": round(seconds, 2), **metrics}
     pose = mean_pose(train_kp)
     base, _, _ = score_predictions(baseline_predictions(pose, len(index)), meta, names, gt_dataset)
@@ -1000,7 +1058,12 @@ def build_parser():
                       help="predict on these image files or folders (each shows one figure) instead of evaluating")
     what.add_argument("--export", choices=("tflite", "saved_model"),
                       help="write a deployable copy of --model into --out instead of evaluating")
-    what.add_argument("--out", required=True, help="output folder (created if missing)")
+    what.add_argument("--run", metavar="runs/NAME",
+                      help="evaluate a model.py run folder: its best.keras on its validation figures (the "
+                           "held-out images of --data when it trained without --val-data, from split.json), "
+                           "its training data for the baseline, into runs/NAME/eval; flags given as well win")
+    what.add_argument("--out", help="output folder (created if missing; required, except with --run: "
+                                    "runs/NAME/eval)")
     ev = parser.add_argument_group("evaluation")
     ev.add_argument("--coco-root", help="COCO folder with annotations/person_keypoints_<split>.json, for AP/AR "
                                         "against the original annotations (without it: AP/AR approximate, "
@@ -1042,6 +1105,8 @@ def build_parser():
 
 
 def check_args(parser, args):
+    if not args.out:
+        parser.error("give --out (the output folder)")
     if args.images and args.export:
         parser.error("choose one of --images and --export")
     if args.oracle and args.model:
@@ -1070,7 +1135,14 @@ def check_args(parser, args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.run and (args.images or args.export or args.oracle):
+        parser.error("--run evaluates a run folder: not with --images, --export or --oracle")
+    try:
+        run_split = apply_run(args) if args.run else None
+    except InputError as err:
+        sys.exit(f"evaluate.py: error: {err}")
     check_args(parser, args)
+    args.run_split = run_split
     try:
         check_out_dir(args.out)
         boxes = None

@@ -14,7 +14,8 @@ TensorFlow (default) and JAX backends (KERAS_BACKEND=jax).
 
 Writes under --out: best.keras (best val PCK@0.2), last.keras, log.csv, curves.png, tb/
 (TensorBoard), eval/EPOCH_*.png (a fixed validation batch), config.json (the flags and the
-data's joints and input size, which --resume checks) and backup/ (for --resume). Checkpoints,
+data's joints and input size, which --resume checks), split.json (the training and the
+validation image ids, for evaluate.py --run) and backup/ (for --resume). Checkpoints,
 config.json and backups go through a temporary file and a rename, so a kill never leaves half
 of one; --resume cuts log.csv back to the epochs of the backup it restores.
 """
@@ -833,6 +834,22 @@ def prepare_out_dir(cfg: Config, facts):
         raise InputError(f"cannot create --out {cfg.out} ({err.strerror or err})") from None
 
 
+def write_split(cfg: Config, train, val):
+    """split.json in --out: which figures trained and which validated (image ids), so that
+    evaluate.py --run scores the held-out images only and can say when figures were trained on."""
+    val_ids = np.unique(val.small_fields()["image_id"]).astype(int).tolist()
+    train_ids = np.unique(train.small_fields()["image_id"]).astype(int).tolist()
+    split = {"train_data": cfg.data, "val_data": cfg.val_data or cfg.data,
+             "held_out": not cfg.val_data, "seed": cfg.seed,
+             "note": "held_out: the validation images are a seeded 20% of --data's images (never trained on)"
+                     if not cfg.val_data else "validation figures: all of --val-data",
+             "val_image_ids": val_ids, "train_image_ids": train_ids}
+    try:
+        write_atomic(os.path.join(cfg.out, "split.json"), json.dumps(split))
+    except OSError as err:
+        raise InputError(f"cannot write {cfg.out}/split.json ({err.strerror or err})") from None
+
+
 def trim_log(path, epochs):
     """Keep only the first `epochs` epochs' rows of log.csv (the resumed run writes the rest
     again: a kill may have left a row, or half of one, that no backup covers); returns them."""
@@ -898,6 +915,7 @@ def train(cfg: Config, extra_callbacks=()):
         decay = cfg.epochs * len(train_ds) if cfg.lr_schedule == "cosine" else 0
         compile_model(trainer, cfg.lr, decay)
         prepare_out_dir(cfg, facts)  # only now: a run refused above writes nothing
+        write_split(cfg, train_ds, val_ds)
         start = backup.restore(trainer) if cfg.resume else 0
     logged = trim_log(os.path.join(cfg.out, "log.csv"), start) if cfg.resume else []
     pcks = [float(row.get("val_pck@0.2") or "nan") for row in logged]
