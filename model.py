@@ -957,6 +957,9 @@ def build_parser():
     """The command line: every flag documented in --help, numbers checked against their ranges at parse time."""
     p = OneLineParser(prog="model.py", description=__doc__.split("\n\n")[0],
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", metavar="runs/NAME/config.json",
+                   help="start from the flags of an earlier run (its config.json); flags given as well "
+                        "override them; needs --out (a new folder); on/off flags it sets cannot be turned off")
     p.add_argument("--data", default="coco.npy", help="training figures (coco.npy from coco_process.py)")
     p.add_argument("--val-data", default=None,
                    help="validation figures (same joints and canvas size as --data); omitted: hold out 20%% "
@@ -1018,9 +1021,55 @@ def build_parser():
     return p
 
 
+# config.json keys that are no flag: the data's facts (checked by --resume), the run's own folder
+# and --resume (a reproduction starts afresh in a new --out).
+CONFIG_NOT_FLAGS = ("joints", "input_size", "out", "resume")
+CONFIG_RENAMED = {"processes": "worker_processes"}
+
+
+def config_argv(path):
+    """The flags that reproduce the run whose config.json is `path`, as an argv list (given before
+    the command line's own flags, so that those win). ValueError (one line) for an unreadable file."""
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--config: cannot read {path} ({getattr(err, 'strerror', None) or err})") from None
+    if not isinstance(config, dict) or "data" not in config:
+        raise ValueError(f"--config: {path} is not the config.json of a model.py run")
+    flags = []
+    augment = config.pop("augment", None) or {}
+    for key, value in {**config, **augment}.items():
+        if key in CONFIG_NOT_FLAGS or value is None:
+            continue
+        name = "--" + CONFIG_RENAMED.get(key, key).replace("_", "-")
+        if key == "verbose":
+            flags += ["--quiet"] if value == 2 else []
+        elif isinstance(value, bool):
+            flags += [name] if value else []
+        else:
+            flags += [name, str(value)]
+    return flags
+
+
 def parse_args(argv=None):
-    """Command-line flags -> argparse.Namespace; a usage mistake exits 2 with one line."""
+    """Command-line flags -> argparse.Namespace; a usage mistake exits 2 with one line.
+
+    With --config runs/NAME/config.json, the run's flags come first and the command line's
+    own flags override them (--out must be given: a new folder for the new run)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("--out")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        if not known.out:
+            parser.error("--config reproduces a run into a new folder: give --out")
+        try:
+            argv = config_argv(known.config) + argv
+        except ValueError as err:
+            parser.error(str(err))
     args = parser.parse_args(argv)
     if args.scale_min > args.scale_max:
         parser.error(f"--scale-min {args.scale_min:g} is above --scale-max {args.scale_max:g}")

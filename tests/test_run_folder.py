@@ -59,3 +59,29 @@ def test_run_without_split_json_is_one_line(one_epoch_run, tmp_path):
     (old / "config.json").write_text((out / "config.json").read_text())
     with pytest.raises(SystemExit, match="has no split.json .* give --data and --image-ids"):
         evaluate.main(["--run", str(old)])
+
+
+def test_config_reproduces_a_run_and_later_flags_win(one_epoch_run, tmp_path):
+    _, out = one_epoch_run
+    original = json.loads((out / "config.json").read_text())
+    args = M.parse_args(["--config", str(out / "config.json"), "--out", str(tmp_path / "again"), "--epochs", "3"])
+    assert args.epochs == 3 and args.out == str(tmp_path / "again")          # the command line wins
+    for key in ("data", "batch_size", "width", "steps_per_epoch", "seed", "lr", "loss", "arch"):
+        assert getattr(args, key) == original[key], key
+    assert args.flip == original["augment"]["flip"] and args.quiet
+    # the reproduction trains the same first epoch: same split, same loss
+    M.main(["--config", str(out / "config.json"), "--out", str(tmp_path / "again")])
+    again = json.loads((tmp_path / "again" / "split.json").read_text())
+    assert again == json.loads((out / "split.json").read_text())
+    first, second = (np.genfromtxt(d / "log.csv", delimiter=",", names=True) for d in (out, tmp_path / "again"))
+    assert float(second["loss"]) == pytest.approx(float(first["loss"]), rel=1e-4)
+
+
+def test_config_mistakes_are_one_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("[1, 2]")
+    for argv, message in (([], "give --out"), (["--out", str(tmp_path / "o")], "not the config.json"),
+                          (["--out", str(tmp_path / "o"), "--config", str(tmp_path / "none.json")], "cannot read")):
+        with pytest.raises(SystemExit):
+            M.parse_args(["--config", str(tmp_path / "config.json"), *argv])
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("model.py: error: --config") and message in line
