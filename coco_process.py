@@ -44,9 +44,8 @@ from multiprocessing import get_context
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
-from cli import OneLineParser, int_in, number, split_name
+from cli import OneLineParser, int_in, number, progress, split_name
 from confidence_maps import STRIDE, quantise_maps, render_confidence_maps
 from figures import (apply_affine, bbox_mask, canvas_image, coco_indices, crop_to_record, draw_skeleton,
                      figure_dtype, figure_transform, joint_names, open_figures, render_figure)
@@ -660,8 +659,7 @@ def process(args):
             # spawned workers hold only their own tasks, not a forked copy of the annotation JSON
             pool = stack.enter_context(get_context("spawn").Pool(args.workers, initializer=ignore_interrupt))
         results = pool.imap(process_image, todo, chunksize=4) if pool else map(process_image, todo)
-        bar = stack.enter_context(tqdm(total=len(tasks), initial=done, unit="img", desc="figures",
-                                       disable=args.quiet))
+        bar = stack.enter_context(progress(len(tasks), "images", "img", args.quiet, initial=done))
         for records, task_counts, task_problems in results:
             if task_problems and args.strict:
                 raise InputError(f"{task_problems[0]} (stopped by --strict)")

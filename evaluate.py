@@ -30,7 +30,7 @@ import time
 import cv2
 import numpy as np
 
-from cli import OneLineParser, int_in, number, split_name
+from cli import OneLineParser, int_in, number, progress, split_name
 from coco_process import InputError, load_coco_annotations
 from confidence_maps import (codec_of_model, dequantise_maps, flip_maps, quantise_maps,
                              render_confidence_maps)
@@ -39,12 +39,16 @@ from figures import (COCO_OKS_SIGMAS, JOINT_SETS, apply_affine, bbox_mask, canva
                      draw_skeleton, heat_image, read_sidecar, render_figure, summed_maps)
 from inference import ExportError, is_exported, load_exported, predict_exported
 from metrics import figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
+from pictures import draw_crop
 
 THRESHOLDS = (0.05, 0.1, 0.2)
 REFINES = ("dark", "quarter", "none")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm", ".pgm", ".ppm")
 PERSON_CATEGORY_ID = 1
 CHUNK = 64  # figures decoded per step (bounded memory on any dataset size)
+# what an unmasked crop costs, measured (README, "Your own images"); printed with --images
+UNMASKED_COST = ("give masks (COCO segmentation in --annotations) where you have them "
+                 "(cost without them: see README, Your own images)")
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -305,7 +309,7 @@ def heat_tile(maps01, size):
 
 
 def figure_row(canvas, gt_kp, target01, pred01, pred_kp, names, tile=192, min_confidence=0.2):
-    """input | target maps | predicted maps | predicted skeleton (labels as black crosses), one row.
+    """input | target maps | predicted maps | predicted skeleton (labels as black + marks), one row.
 
     Predicted joints below min_confidence are not drawn.
     """
@@ -323,7 +327,7 @@ def figure_row(canvas, gt_kp, target01, pred01, pred_kp, names, tile=192, min_co
 def write_grid(path, rows, captions, tile=192):
     """Stack rows (H, 4 * tile, 3) under a header into one PNG; each row gets a caption."""
     header = np.full((28, rows[0].shape[1], 3), 255, np.uint8)
-    for i, text in enumerate(("input", "target (maps summed)", "prediction (maps summed)", "prediction (x: label)")):
+    for i, text in enumerate(("input", "target (maps summed)", "prediction (maps summed)", "prediction (+: label)")):
         cv2.putText(header, text, (i * tile + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
     body = []
     for row, caption in zip(rows, captions):
@@ -483,7 +487,6 @@ def predict_all(figures, index, args, names, model=None, predict=None):
 
     Works in chunks of CHUNK figures so memory does not grow with the data set.
     """
-    from tqdm import tqdm
     wanted = variants(args)
     flips = sorted({f for _, f in wanted})
     perm = flip_permutation(list(names))
@@ -491,7 +494,7 @@ def predict_all(figures, index, args, names, model=None, predict=None):
     model_size = int(model.inputs[0].shape[1]) if model is not None else size
     out = {v: [] for v in wanted}
     shown = {}
-    bar = tqdm(total=len(index), desc="figures", unit="fig", disable=True if args.quiet else None)
+    bar = progress(len(index), "figures", "fig", args.quiet)
     for start in range(0, len(index), CHUNK):
         chunk = index[start:start + CHUNK]
         bar.update(len(chunk))
@@ -626,16 +629,29 @@ def apply_run(args):
     return split
 
 
+def same_source(data, train_data):
+    """True if two coco.npy files hold figures of the same photos: the same file, or files cut from the
+    same annotation file (their sidecars say). Image ids are compared only then: other data sets
+    (e.g. the synthetic splits) may reuse ids."""
+    if os.path.samefile(data, train_data):
+        return True
+    try:
+        sources = [read_sidecar(p).get("settings", {}).get("annotations") for p in (data, train_data)]
+    except (ValueError, OSError, AttributeError):
+        return False
+    return sources[0] is not None and os.path.abspath(str(sources[0])) == os.path.abspath(str(sources[1]))
+
+
 def training_figures(args, image_ids, notes):
     """How many evaluated figures (of image_ids) show images the model trained on: those of
     --train-data (or, with --run, the run's training images); a one-line warning if any."""
     split = getattr(args, "run_split", None)
-    if split and args.train_data and os.path.abspath(args.train_data) == os.path.abspath(split.get("train_data", "")):
+    if not args.train_data or not same_source(args.data, args.train_data):
+        return None if not args.train_data else 0
+    if split and os.path.abspath(args.train_data) == os.path.abspath(split.get("train_data", "")):
         trained = np.asarray(split.get("train_image_ids", []), dtype=np.int64)
-    elif args.train_data:
-        trained = np.asarray(load_figures_checked(args.train_data, "--train-data")["image_id"], dtype=np.int64)
     else:
-        return None
+        trained = np.asarray(load_figures_checked(args.train_data, "--train-data")["image_id"], dtype=np.int64)
     count = int(np.isin(np.asarray(image_ids, dtype=np.int64), trained).sum())
     if count:
         notes.append(f"{count} of the {len(image_ids)} evaluated figures are of training images (in --train-data "
@@ -750,17 +766,25 @@ def list_images(paths):
 
 
 def load_box_annotations(path):
-    """{file name: [annotation, ...]} from a COCO-format file (images + annotations with bbox, optional segmentation)."""
+    """{file name: [annotation, ...]} from --annotations: a COCO-format file (images + annotations with
+    bbox, optional segmentation), a CSV of file,x,y,w,h rows, or a JSON list of {file, x, y, w, h}."""
     try:
+        if path.lower().endswith(".csv"):
+            with open(path, newline="") as f:
+                return simple_boxes(path, list(csv_rows(f)))
         with open(path) as f:
             data = json.load(f)
     except OSError as err:
         raise InputError(f"cannot read --annotations {path} ({err.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"--annotations {path} is not JSON ({err})") from None
+    if isinstance(data, list):
+        return simple_boxes(path, [[d.get(k) for k in ("file", "x", "y", "w", "h")] if isinstance(d, dict) else d
+                                   for d in data])
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("annotations"), list):
-        raise InputError(f"--annotations {path} is not COCO format (needs lists images and annotations)")
+        raise InputError(f"--annotations {path} is neither COCO format (lists images and annotations) nor a "
+                         "list of {file, x, y, w, h}")
     names = {}
     for k, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
@@ -777,6 +801,37 @@ def load_box_annotations(path):
             raise InputError(f"--annotations {path}: annotation {ann.get('id', f'[{k}]')} {problem}")
         if ann["image_id"] in names:
             boxes.setdefault(names[ann["image_id"]], []).append(ann)
+    return boxes
+
+
+def csv_rows(f):
+    """The rows of a file,x,y,w,h CSV, without blank lines and without a header row."""
+    import csv
+    for k, row in enumerate(csv.reader(f)):
+        if not row or not "".join(row).strip():
+            continue
+        if k == 0 and [c.strip().lower() for c in row] == ["file", "x", "y", "w", "h"]:
+            continue
+        yield row
+
+
+def simple_boxes(path, rows):
+    """{file name: [{"id", "bbox"}, ...]} of rows [file, x, y, w, h] (numbers or numeric text);
+    one-line InputError naming the first bad row (counted from 1)."""
+    boxes = {}
+    for k, row in enumerate(rows, 1):
+        try:
+            if len(row) != 5 or not isinstance(row[0], str) or not row[0].strip():
+                raise ValueError
+            bbox = [float(v) for v in row[1:]]
+            if not np.all(np.isfinite(bbox)) or bbox[2] <= 0 or bbox[3] <= 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise InputError(f"--annotations {path}: row {k} is not file,x,y,w,h (w, h > 0): {row!r}") from None
+        name = os.path.basename(row[0].strip())
+        boxes.setdefault(name, []).append({"id": sum(map(len, boxes.values())) + 1, "bbox": bbox})
+    if not boxes:
+        raise InputError(f"--annotations {path} has no boxes")
     return boxes
 
 
@@ -875,7 +930,6 @@ def run_inference(args, model, predict, boxes=None):
 
     boxes: load_box_annotations(args.annotations), or None (then it is loaded here if given).
     """
-    from tqdm import tqdm
     files = list_images(args.images)
     if boxes is None and args.annotations:
         boxes = load_box_annotations(args.annotations)
@@ -884,7 +938,9 @@ def run_inference(args, model, predict, boxes=None):
     size = int(model.inputs[0].shape[1])
     perm = flip_permutation(list(names))
     entries, unreadable, skipped, used = [], [], [], set()
-    for path in tqdm(files, desc="images", unit="img", disable=True if args.quiet else None):
+    bar = progress(len(files), "images", "img", args.quiet)
+    for path in files:
+        bar.update(1)
         image = read_image(path)
         if image is None:
             unreadable.append(path)
@@ -900,9 +956,10 @@ def run_inference(args, model, predict, boxes=None):
         overlay = image.copy()
         thick = max(1, int(round(max(image.shape[:2]) / 300)))
         figures_out = []
-        for (bb, _, source), points, conf in zip(crops, xy, kp[..., 2]):
+        for (bb, mask, source), points, conf in zip(crops, xy, kp[..., 2]):
+            overlay = draw_crop(overlay, bb, thick)
             overlay = draw_skeleton(overlay, points, conf >= args.min_confidence, names, thick, 2 * thick + 1)
-            figures_out.append({"bbox": [round(float(v), 2) for v in bb], "crop": source,
+            figures_out.append({"bbox": [round(float(v), 2) for v in bb], "crop": source, "masked": mask is not None,
                                 "score": round(float(conf.mean()), 4),
                                 "keypoints": {n: [round(float(p[0]), 2), round(float(p[1]), 2), round(float(c), 4)]
                                               for n, p, c in zip(names, points, conf)}})
@@ -916,6 +973,7 @@ def run_inference(args, model, predict, boxes=None):
         write_png(os.path.join(args.out, name), overlay)
         entries.append({"file": path, "width": image.shape[1], "height": image.shape[0],
                         "overlay": name, "figures": figures_out})
+    bar.close()
     summary = {"model": args.model, "joint_names": list(names), "coordinates": "original image pixels, x right, "
                "y down, integers at pixel centres; each joint [x, y, confidence]",
                "decoding": variant_name(args.refine, args.flip_test), "images": entries, "unreadable": unreadable,
@@ -932,6 +990,10 @@ def run_inference(args, model, predict, boxes=None):
           f"skipped (named in predictions.json skipped_figures)"
           + (f", {whole} without a box in --annotations (whole image used)" if boxes is not None and whole else "")
           + f"; wrote {os.path.join(args.out, 'predictions.json')} and {len(entries)} overlays")
+    unmasked = sum(not f["masked"] for e in entries for f in e["figures"])
+    if unmasked:
+        print(f"note: {unmasked} figures without a person mask keep their photo background inside the box, "
+              f"while every training figure is on white; {UNMASKED_COST}")
     return summary
 
 
@@ -1095,11 +1157,17 @@ def build_parser():
     inf.add_argument("--bbox", type=parse_bbox, metavar="X,Y,W,H",
                      help="the figure's box in every image (original pixels; w, h > 0; images it does not "
                           "overlap are skipped); default: the whole image is the figure")
-    inf.add_argument("--annotations", help="COCO-format JSON with a person bbox (and optional segmentation "
-                                           "mask) per image file name; images without one use the whole image")
+    inf.add_argument("--annotations", metavar="FILE",
+                     help="the figures' boxes per image file name: COCO-format JSON (bbox, optional "
+                          "segmentation mask), a CSV of file,x,y,w,h rows (header optional) or a JSON list of "
+                          "{file, x, y, w, h}; several boxes per file: several figures; images without one use "
+                          "the whole image")
     inf.add_argument("--min-confidence", type=number(0, 1), default=0.2, metavar="C",
                      help="joints below this confidence (0 <= C <= 1) are not drawn on the overlays "
                           "(all are written)")
+    inf.add_argument("--overwrite", action="store_true",
+                     help="replace the predictions.json (and overlays of the same names) of an earlier run in "
+                          "--out; without it such an --out is refused")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -1113,8 +1181,6 @@ def check_args(parser, args):
         parser.error("--oracle evaluates the stored maps: give no --model")
     if (args.images or args.export) and not args.model:
         parser.error("--images and --export need --model")
-    if args.export and not args.model.endswith(".keras"):
-        parser.error(f"--export writes a copy of a .keras model, not of {args.model}")
     if not args.images and not args.export:
         if not args.data:
             parser.error("give --data to evaluate (or --images / --export)")
@@ -1128,6 +1194,8 @@ def check_args(parser, args):
         ("--compare-decoding", args.compare_decoding)) if value]
     if (args.images or args.export) and evaluation_only:
         parser.error(f"{', '.join(evaluation_only)}: only for evaluation, not with --images or --export")
+    if args.overwrite and not args.images:
+        parser.error("--overwrite is for --images (predictions.json)")
     if (args.bbox or args.annotations) and not args.images:
         parser.error("--bbox and --annotations crop the --images: give --images")
 
@@ -1147,6 +1215,10 @@ def main(argv=None):
         check_out_dir(args.out)
         boxes = None
         if args.images:             # cheap checks first: fail before loading TensorFlow
+            earlier = os.path.join(args.out, "predictions.json")
+            if os.path.exists(earlier) and not args.overwrite:
+                raise InputError(f"--out {args.out} holds the predictions.json of an earlier run: give a new "
+                                 "--out, or --overwrite to replace it")
             list_images(args.images)
             boxes = load_box_annotations(args.annotations) if args.annotations else None
         elif not args.export:
@@ -1155,6 +1227,8 @@ def main(argv=None):
                 load_figures_checked(args.train_data, "--train-data")
         model, predict = load_model_checked(args.model) if args.model else (None, None)
         if args.export:
+            if getattr(model, "format", None):
+                raise InputError(f"--model {args.model} is an export already: --export copies a .keras model")
             path = export_model(model, args.export, args.out)
             print(f"exported {args.model} -> {path}")
         elif args.images:

@@ -197,7 +197,8 @@ def test_model_evaluation_and_unreadable_image_folder(tiny_model, synthetic, tmp
         centre, half = np.array([70.0, 110.0]), 0.7 * 200 + 2
         assert np.all(np.abs(xy - centre) <= half)
     assert "could be read" in one_line_error(
-        run_script(EVALUATE, "--model", tiny_model, "--images", folder / "broken.jpg", "--out", out, "--quiet"))
+        run_script(EVALUATE, "--model", tiny_model, "--images", folder / "broken.jpg", "--out", tmp_path / "o2",
+                   "--quiet"))
 
 
 @pytest.mark.parametrize("kind", ["tflite", "saved_model"])
@@ -306,3 +307,36 @@ def test_readme_standalone_tflite_example_runs(exports, synthetic, tmp_path):
             np.testing.assert_allclose(theirs[:, 2], ours[:, 2], atol=1e-3)
         else:                            # area-shrunk from the whole photo, not a window: close, not equal
             assert np.isfinite(theirs).all() and np.abs(theirs[:, 2] - ours[:, 2]).max() < 0.05
+
+
+def test_photo_set_boxes_from_csv_and_json_no_silent_overwrite(tiny_model, synthetic, tmp_path, capsys):
+    """Boxes per image from a CSV or a JSON list (two boxes on one photo: two figures); overlays draw
+    the box; a second run into the same --out is refused without --overwrite; unmasked crops are noted."""
+    import cv2
+
+    import evaluate
+    root, _ = synthetic
+    images = sorted((root / "images" / "train2017").glob("*.jpg"))[:2]
+    (tmp_path / "boxes.csv").write_text(f"file,x,y,w,h\n{images[0].name},10,12,60,90\n"
+                                        f"{images[0].name},40,20,50,70\n{images[1].name},5,5,80,100\n")
+    (tmp_path / "boxes.json").write_text(json.dumps([{"file": images[1].name, "x": 5, "y": 5, "w": 80, "h": 100}]))
+    out = tmp_path / "preds"
+    argv = ["--model", str(tiny_model), "--images", *map(str, images), "--out", str(out), "--quiet"]
+    evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.csv")])
+    printed = capsys.readouterr().out
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert [len(e["figures"]) for e in predictions["images"]] == [2, 1]
+    assert predictions["images"][0]["figures"][1]["bbox"] == [40, 20, 50, 70]
+    assert "note: 3 figures without a person mask" in printed
+    overlay = cv2.cvtColor(cv2.imread(str(out / predictions["images"][1]["overlay"])), cv2.COLOR_BGR2RGB)
+    edge = overlay[30:80, 5].astype(int)                      # the box's left edge, x = 5: yellow
+    assert (np.abs(edge - [255, 210, 0]).sum(-1) < 90).mean() > 0.5
+    with pytest.raises(SystemExit, match="holds the predictions.json of an earlier run"):
+        evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.json")])
+    evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.json"), "--overwrite"])
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert [len(e["figures"]) for e in predictions["images"]] == [1, 1]   # no box for images[0]: whole image
+    assert predictions["images"][0]["figures"][0]["crop"] == "whole image"
+    (tmp_path / "bad.csv").write_text(f"{images[0].name},1,2,0,5\n")
+    with pytest.raises(SystemExit, match=r"row 1 is not file,x,y,w,h"):
+        evaluate.main(argv[:-3] + ["--out", str(tmp_path / "o"), "--annotations", str(tmp_path / "bad.csv")])

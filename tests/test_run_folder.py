@@ -85,3 +85,14 @@ def test_config_mistakes_are_one_line(tmp_path, capsys):
             M.parse_args(["--config", str(tmp_path / "config.json"), *argv])
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert line.startswith("model.py: error: --config") and message in line
+
+
+def test_other_data_with_the_same_image_ids_is_not_called_training(one_epoch_run, tmp_path, capsys):
+    """Ids are compared only for figures of the same photos: the synthetic splits reuse image ids."""
+    data, out = one_epoch_run
+    other = str(write_figures(tmp_path / "other.npy", n=20, size=64, seed=5))
+    assert set(np.load(other)["image_id"]) & set(np.load(data)["image_id"])
+    evaluate.main(["--model", str(out / "best.keras"), "--data", other, "--train-data", data,
+                   "--out", str(tmp_path / "e"), "--pictures", "0", "--quiet"])
+    assert "warning" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["training_figures"] == 0
