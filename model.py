@@ -13,7 +13,7 @@ and PCK on the device. Everything there uses `keras.ops`, so the same code runs 
 TensorFlow (default) and JAX backends (KERAS_BACKEND=jax).
 
 Writes under --out: best.keras (best val PCK@0.2), last.keras, log.csv, curves.png, tb/
-(TensorBoard), eval/EPOCH_*.png (a fixed validation batch), config.json (the flags and the
+(TensorBoard), eval/EPOCH_*.png (a fixed validation batch; EPOCH counted from 0, as log.csv), config.json (the flags and the
 data's joints and input size, which --resume checks), split.json (the training and the
 validation image ids, for evaluate.py --run) and backup/ (for --resume). Checkpoints,
 config.json and backups go through a temporary file and a rename, so a kill never leaves half
@@ -60,11 +60,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers, ops
 
-from cli import OneLineParser, int_in, number
+from cli import OneLineParser, duration, int_in, number
 from confidence_maps import ARCH_CODECS, ConfidenceMapCodec
 from figure_dataset import NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile, split_by_image
-from figures import heat_image, summed_maps
+from figures import heat_image, joint_names, summed_maps
 from metrics import figure_norm_size, mean_pose, pck
+from pictures import label_columns, peaks_on_grey
 
 PACKAGE = "figure_pose"
 LOSS_WEIGHTS = {"main": 10.0, "side": 5.0}  # the original's 10 * main + 5 * side1 + 5 * side2
@@ -433,11 +434,11 @@ def write_eval_pngs(out_dir, epoch, images, gt01, pred01):
                                          cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     save("img_GT", grid(list(images), cols))
     save("heatmap_GT", grid([heat_image(summed_maps(m), size) for m in gt01], cols))
-    per_joint = [[heat_image(summed_maps(m), size)] + [heat_image(m[..., j], size) for j in range(m.shape[-1])]
-                 for m in pred01]
-    save("heatmap", np.vstack([np.hstack(row) for row in per_joint]))
-    save("overlap", grid([cv2.addWeighted(img, 0.5, heat_image(summed_maps(m), size), 0.5, 0)
-                          for img, m in zip(images, pred01)], cols))
+    names = joint_names(pred01.shape[-1])
+    per_joint = np.vstack([np.hstack([heat_image(summed_maps(m), size)] +
+                                     [heat_image(m[..., j], size) for j in range(m.shape[-1])]) for m in pred01])
+    save("heatmap", np.vstack([label_columns(per_joint, ["all joints", *names]), per_joint]))
+    save("overlap", grid([peaks_on_grey(img / 255.0, m, names) for img, m in zip(images, pred01)], cols))
 
 
 def plot_curves(csv_path, png_path):
@@ -445,11 +446,12 @@ def plot_curves(csv_path, png_path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return
-    epochs = [int(r["epoch"]) for r in rows]
+    epochs = [int(r["epoch"]) + 1 for r in rows]  # log.csv counts from 0; the console's "Epoch 1/12" from 1
     fig, (ax_loss, ax_pck) = plt.subplots(1, 2, figsize=(11, 4))
     for key in rows[0]:
         values = [float(r[key]) if r[key] not in ("", "nan") else np.nan for r in rows]
@@ -460,6 +462,7 @@ def plot_curves(csv_path, png_path):
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
     ax_pck.set(xlabel="epoch", ylabel="PCK", ylim=(0, 1), title="validation PCK")
     for ax in (ax_loss, ax_pck):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -478,6 +481,42 @@ class SetEpoch(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.dataset.epoch = epoch
+
+
+class EpochClock(keras.callbacks.Callback):
+    """One plain line per epoch for logs: epochs done (counted from 1, like Keras' "Epoch 1/12"),
+    this epoch's time, the time since the run (or its resume) started and the ETA of the whole run."""
+
+    def __init__(self, epochs, clock=None, stream=None):
+        super().__init__()
+        import time
+        self.epochs, self.clock, self.stream = epochs, clock or time.monotonic, stream or sys.stdout
+        self.started = self.epoch_started = None
+        self.first = 0
+
+    def on_train_begin(self, logs=None):
+        self.started = self.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epoch_started is None:
+            self.first = epoch            # a resumed run starts later: its ETA counts from there
+        self.epoch_started = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        done = epoch + 1 - self.first
+        left = self.epochs - epoch - 1
+        eta = (now - self.started) / done * left
+        finish = time_of_day(eta) if left else "done"
+        print(f"epoch {epoch + 1}/{self.epochs}: {duration(now - self.epoch_started)}, elapsed "
+              f"{duration(now - self.started)}, ETA {duration(eta)} ({finish})", file=self.stream, flush=True)
+
+
+def time_of_day(seconds_from_now):
+    """The local clock time `seconds_from_now` from now, e.g. "ends about 14:05"."""
+    import datetime
+    end = datetime.datetime.now() + datetime.timedelta(seconds=seconds_from_now)
+    return f"ends about {end:%H:%M}"
 
 
 def local_replica(model, replica=None):
@@ -760,6 +799,7 @@ def make_callbacks(cfg: Config, train, val, baseline, backup, best=-np.inf):
         SaveNetwork(os.path.join(out, "last.keras")),
         keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=cfg.resume),
         PlotCurves(out),
+        EpochClock(cfg.epochs),
         *tensorboard(os.path.join(out, "tb")),
         backup,
     ]
@@ -1017,7 +1057,9 @@ def build_parser():
                         "does the augmentation, so 2 keep a GPU fed on most machines")
     p.add_argument("--worker-processes", action="store_true",
                    help="read batches in worker processes instead of threads")
-    p.add_argument("--quiet", action="store_true", help="no per-batch progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no per-batch progress bar (also off when stdout is not a terminal, e.g. a log file): "
+                        "Keras' line per epoch, then one with its time, the elapsed time and the run's ETA")
     return p
 
 
@@ -1109,7 +1151,8 @@ def main(argv=None):
                  width=args.width, depth=args.depth, backbone_features=args.backbone_features,
                  init_weights=args.init_weights, loss=args.loss, augment=augment, seed=args.seed, resume=args.resume,
                  mixed_precision=args.mixed_precision, distribute=args.distribute,
-                 workers=args.workers, processes=args.worker_processes, verbose=2 if args.quiet else 1)
+                 workers=args.workers, processes=args.worker_processes,
+                 verbose=2 if args.quiet or not sys.stdout.isatty() else 1)  # no progress bar in a log file
     try:  # every user mistake and broken input ends here as one line
         check_inputs(cfg)
         if args.cpu_devices:
