@@ -109,3 +109,15 @@ def progress(total, desc, unit, quiet=False, initial=0, stream=None, interval=30
     if quiet or stream.isatty():
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=stream, disable=quiet)
     return LineProgress(total, desc, unit, initial, stream, interval)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each flag's default, except where there is none to state: no "(default: None)"
+    on required flags or flags whose absence the help text explains, no "(default: False)" on switches,
+    and none where the help names its default already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)

@@ -597,6 +597,12 @@ def check_writable(out):
             raise InputError(f"cannot write --out {out}: {path} is a directory")
 
 
+def examples_dir_of(out):
+    """The default --examples-dir: beside the output, named after it (runs/coco.npy -> runs/coco_examples)."""
+    stem = out[:-len(".npy")] if out.endswith(".npy") else out
+    return stem + "_examples"
+
+
 def check_examples_dir(path):
     """Fail before any work if the example pictures cannot go to `path`."""
     existing = path
@@ -751,9 +757,13 @@ def main(argv=None):
     parser.add_argument("--checkpoint-seconds", type=number(0), default=5.0,
                         help="how often finished work is made safe for --resume, >= 0 (default: 5)")
     parser.add_argument("--examples", type=int_in(0), default=4, help="example PNGs to write, >= 0 (default: 4)")
-    parser.add_argument("--examples-dir", default="imgs", help="where example PNGs go (default: imgs)")
+    parser.add_argument("--examples-dir", default=None,
+                        help="where example PNGs go (default: beside --out, named after it: coco.npy -> "
+                             "coco_examples/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.examples_dir is None:
+        args.examples_dir = examples_dir_of(args.out)
     if args.size % args.map_stride:
         parser.error(f"--size {args.size} must be a multiple of --map-stride {args.map_stride}")
     if args.min_keypoints > args.joints:

@@ -60,7 +60,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers, ops
 
-from cli import OneLineParser, duration, int_in, number
+from cli import HelpFormatter, OneLineParser, duration, int_in, number
 from confidence_maps import ARCH_CODECS, ConfidenceMapCodec
 from figure_dataset import NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile, split_by_image
 from figures import heat_image, joint_names, summed_maps
@@ -996,7 +996,7 @@ def input_size(text):
 def build_parser():
     """The command line: every flag documented in --help, numbers checked against their ranges at parse time."""
     p = OneLineParser(prog="model.py", description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=HelpFormatter)
     p.add_argument("--config", metavar="runs/NAME/config.json",
                    help="start from the flags of an earlier run (its config.json); flags given as well "
                         "override them; needs --out (a new folder); on/off flags it sets cannot be turned off")
