@@ -47,8 +47,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 PERSON_CATEGORY_ID = 1
 CHUNK = 64  # figures decoded per step (bounded memory on any dataset size)
 # what an unmasked crop costs, measured (README, "Your own images"); printed with --images
-UNMASKED_COST = ("give masks (COCO segmentation in --annotations) where you have them "
-                 "(cost without them: see README, Your own images)")
+UNMASKED_COST = ("on 57 real COCO persons the demo model's PCK@0.1 falls from 0.45 masked to 0.25 unmasked "
+                 "(README, Your own images): give masks (COCO segmentation in --annotations) where you can")
 
 
 # ----------------------------------------------------------------------------- geometry
