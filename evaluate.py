@@ -2,9 +2,13 @@
 
     python evaluate.py --model runs/NAME/best.keras --data coco_val.npy \
         --coco-root DIR --split val2017 --out runs/NAME/eval
+    python evaluate.py --run runs/NAME            # best.keras on the run's validation images
     python evaluate.py --oracle --data coco_val.npy --coco-root DIR --out eval_oracle
-    python evaluate.py --model M --images photo.jpg drawings/ --out DIR [--bbox x,y,w,h]
+    python evaluate.py --model M --images photo.jpg drawings/ --out DIR [--bbox x,y,w,h | --annotations F]
     python evaluate.py --model M --export tflite|saved_model --out DIR
+
+--model M is a .keras file of model.py or an export of one (export/model.tflite,
+export/saved_model, or export/ itself; inference.py reads it with its export.json).
 
 Evaluation writes into --out: metrics.json (PCK@0.05/0.1/0.2 overall and per joint, mean
 and median joint error in original-image pixels, mean OKS, COCO keypoint AP/AR from
@@ -925,6 +929,22 @@ def crops_for(image, file_name, bbox, boxes):
     return crops, skipped
 
 
+def draw_figures(image, crops, xy, confidence, names, min_confidence):
+    """The overlay (each crop's box and square, joints >= min_confidence) and the figures' entries
+    of predictions.json, for one image's crops [(bbox, mask, source)] and their joints (original pixels)."""
+    overlay = image.copy()
+    thick = max(1, int(round(max(image.shape[:2]) / 300)))
+    figures_out = []
+    for (bb, mask, source), points, conf in zip(crops, xy, confidence):
+        overlay = draw_crop(overlay, bb, thick)
+        overlay = draw_skeleton(overlay, points, conf >= min_confidence, names, thick, 2 * thick + 1)
+        figures_out.append({"bbox": [round(float(v), 2) for v in bb], "crop": source, "masked": mask is not None,
+                            "score": round(float(conf.mean()), 4),
+                            "keypoints": {n: [round(float(p[0]), 2), round(float(p[1]), 2), round(float(c), 4)]
+                                          for n, p, c in zip(names, points, conf)}})
+    return overlay, figures_out
+
+
 def run_inference(args, model, predict, boxes=None):
     """Predict the joints of the figure(s) in each image; writes predictions.json and overlays.
 
@@ -953,16 +973,7 @@ def run_inference(args, model, predict, boxes=None):
         maps = model_maps(model, predict, np.stack(canvases), args.flip_test, perm, args.batch_size)
         kp = decode(maps, size, size, args.refine)
         xy = to_original(kp, np.stack(affines))
-        overlay = image.copy()
-        thick = max(1, int(round(max(image.shape[:2]) / 300)))
-        figures_out = []
-        for (bb, mask, source), points, conf in zip(crops, xy, kp[..., 2]):
-            overlay = draw_crop(overlay, bb, thick)
-            overlay = draw_skeleton(overlay, points, conf >= args.min_confidence, names, thick, 2 * thick + 1)
-            figures_out.append({"bbox": [round(float(v), 2) for v in bb], "crop": source, "masked": mask is not None,
-                                "score": round(float(conf.mean()), 4),
-                                "keypoints": {n: [round(float(p[0]), 2), round(float(p[1]), 2), round(float(c), 4)]
-                                              for n, p, c in zip(names, points, conf)}})
+        overlay, figures_out = draw_figures(image, crops, xy, kp[..., 2], names, args.min_confidence)
         stem = os.path.splitext(os.path.basename(path))[0]
         name, n = f"{stem}_pose.png", 1
         while name in used:
@@ -992,7 +1003,7 @@ def run_inference(args, model, predict, boxes=None):
           + f"; wrote {os.path.join(args.out, 'predictions.json')} and {len(entries)} overlays")
     unmasked = sum(not f["masked"] for e in entries for f in e["figures"])
     if unmasked:
-        print(f"note: {unmasked} figures without a person mask keep their photo background inside the box, "
+        print(f"note: {unmasked} figure{'s' if unmasked > 1 else ''} without a person mask keep their photo background inside the box, "
               f"while every training figure is on white; {UNMASKED_COST}")
     return summary
 
