@@ -6,6 +6,7 @@ no run starts (and writes) with a value that would make it fail later or, worse,
 import argparse
 import math
 import os
+import sys
 
 
 class InputError(Exception):
@@ -69,3 +70,74 @@ def split_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"must be a split name like val2017 (letters, digits, _ and -), "
                                          f"not {text!r}")
     return text
+
+
+def duration(seconds: float) -> str:
+    """A duration for people: 42 s, 3 min 5 s, 2 h 04 min."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class LineProgress:
+    """Progress for a log file: one plain line (no control characters) every `interval` seconds and
+    at the end, with the count, the elapsed time and the ETA. The part of tqdm's interface we use."""
+
+    def __init__(self, total, desc, unit, initial=0, stream=None, interval=30.0, clock=None):
+        import time
+        self.clock = clock or time.monotonic
+        self.total, self.desc, self.unit, self.n, self.start_n = total, desc, unit, initial, initial
+        self.stream, self.interval, self.postfix = stream or sys.stderr, interval, ""
+        self.started = self.last = self.clock()
+
+    def line(self):
+        elapsed = self.clock() - self.started
+        done = self.n - self.start_n
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = f", ETA {duration((self.total - self.n) / rate)}" if rate > 0 and self.n < self.total else ""
+        share = f" ({100 * self.n / self.total:.0f} %)" if self.total else ""
+        return f"{self.desc}: {self.n}/{self.total} {self.unit}{share}, {duration(elapsed)}{eta}{self.postfix}"
+
+    def update(self, n=1):
+        self.n += n
+        if self.clock() - self.last >= self.interval:
+            self.last = self.clock()
+            print(self.line(), file=self.stream, flush=True)
+
+    def set_postfix(self, **values):
+        self.postfix = "".join(f", {k} {v}" for k, v in values.items())
+
+    def close(self):
+        if self.interval is not None:
+            print(self.line(), file=self.stream, flush=True)
+            self.interval = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def progress(total, desc, unit, quiet=False, initial=0, stream=None, interval=30.0):
+    """A tqdm bar on a terminal; in a log file (stderr not a terminal) a LineProgress; nothing if quiet."""
+    from tqdm import tqdm
+    stream = stream or sys.stderr
+    if quiet or stream.isatty():
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=stream, disable=quiet)
+    return LineProgress(total, desc, unit, initial, stream, interval)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with each flag's default, except where there is none to state: no "(default: None)"
+    on required flags or flags whose absence the help text explains, no "(default: False)" on switches,
+    and none where the help names its default already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)

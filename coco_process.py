@@ -44,9 +44,8 @@ from multiprocessing import get_context
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
-from cli import InputError, OneLineParser, int_in, number, split_name
+from cli import InputError, OneLineParser, int_in, number, progress, split_name
 from confidence_maps import STRIDE, quantise_maps, render_confidence_maps
 from figures import (apply_affine, bbox_mask, canvas_image, coco_indices, crop_to_record, draw_skeleton,
                      figure_dtype, figure_transform, joint_names, open_figures, render_figure)
@@ -594,6 +593,12 @@ def check_writable(out):
             raise InputError(f"cannot write --out {out}: {path} is a directory")
 
 
+def examples_dir_of(out):
+    """The default --examples-dir: beside the output, named after it (runs/coco.npy -> runs/coco_examples)."""
+    stem = out[:-len(".npy")] if out.endswith(".npy") else out
+    return stem + "_examples"
+
+
 def check_examples_dir(path):
     """Fail before any work if the example pictures cannot go to `path`."""
     existing = path
@@ -656,8 +661,7 @@ def process(args):
             # spawned workers hold only their own tasks, not a forked copy of the annotation JSON
             pool = stack.enter_context(get_context("spawn").Pool(args.workers, initializer=ignore_interrupt))
         results = pool.imap(process_image, todo, chunksize=4) if pool else map(process_image, todo)
-        bar = stack.enter_context(tqdm(total=len(tasks), initial=done, unit="img", desc="figures",
-                                       disable=args.quiet))
+        bar = stack.enter_context(progress(len(tasks), "images", "img", args.quiet, initial=done))
         for records, task_counts, task_problems in results:
             if task_problems and args.strict:
                 raise InputError(f"{task_problems[0]} (stopped by --strict)")
@@ -749,9 +753,13 @@ def main(argv=None):
     parser.add_argument("--checkpoint-seconds", type=number(0), default=5.0,
                         help="how often finished work is made safe for --resume, >= 0 (default: 5)")
     parser.add_argument("--examples", type=int_in(0), default=4, help="example PNGs to write, >= 0 (default: 4)")
-    parser.add_argument("--examples-dir", default="imgs", help="where example PNGs go (default: imgs)")
+    parser.add_argument("--examples-dir", default=None,
+                        help="where example PNGs go (default: beside --out, named after it: coco.npy -> "
+                             "coco_examples/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.examples_dir is None:
+        args.examples_dir = examples_dir_of(args.out)
     if args.size % args.map_stride:
         parser.error(f"--size {args.size} must be a multiple of --map-stride {args.map_stride}")
     if args.min_keypoints > args.joints:

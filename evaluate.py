@@ -2,9 +2,13 @@
 
     python evaluate.py --model runs/NAME/best.keras --data coco_val.npy \
         --coco-root DIR --split val2017 --out runs/NAME/eval
+    python evaluate.py --run runs/NAME            # best.keras on the run's validation images
     python evaluate.py --oracle --data coco_val.npy --coco-root DIR --out eval_oracle
-    python evaluate.py --model M --images photo.jpg drawings/ --out DIR [--bbox x,y,w,h]
+    python evaluate.py --model M --images photo.jpg drawings/ --out DIR [--bbox x,y,w,h | --annotations F]
     python evaluate.py --model M --export tflite|saved_model --out DIR
+
+--model M is a .keras file of model.py or an export of one (export/model.tflite,
+export/saved_model, or export/ itself; inference.py reads it with its export.json).
 
 Evaluation writes into --out: metrics.json (PCK@0.05/0.1/0.2 overall and per joint, mean
 and median joint error in original-image pixels, mean OKS, COCO keypoint AP/AR from
@@ -30,20 +34,25 @@ import time
 import cv2
 import numpy as np
 
-from cli import InputError, OneLineParser, check_out_dir, int_in, number, split_name
+from cli import HelpFormatter, InputError, OneLineParser, check_out_dir, int_in, number, progress, split_name
 from coco_process import load_coco_annotations
 from confidence_maps import (codec_of_model, dequantise_maps, flip_maps, quantise_maps,
                              render_confidence_maps)
 from figures import (COCO_OKS_SIGMAS, JOINT_SETS, apply_affine, bbox_mask, canvas_image, coco_indices,
                      figure_joint_names, flip_permutation, invert_affine, joint_names, open_figures,
                      draw_skeleton, heat_image, read_sidecar, render_figure, summed_maps)
+from inference import ExportError, is_exported, load_exported, predict_exported
 from metrics import figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
+from pictures import draw_crop
 
 THRESHOLDS = (0.05, 0.1, 0.2)
 REFINES = ("dark", "quarter", "none")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm", ".pgm", ".ppm")
 PERSON_CATEGORY_ID = 1
 CHUNK = 64  # figures decoded per step (bounded memory on any dataset size)
+# what an unmasked crop costs, measured (README, "Your own images"); printed with --images
+UNMASKED_COST = ("on 57 real COCO persons the demo model's PCK@0.1 falls from 0.45 masked to 0.25 unmasked "
+                 "(README, Your own images): give masks (COCO segmentation in --annotations) where you can")
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -304,7 +313,7 @@ def heat_tile(maps01, size):
 
 
 def figure_row(canvas, gt_kp, target01, pred01, pred_kp, names, tile=192, min_confidence=0.2):
-    """input | target maps | predicted maps | predicted skeleton (labels as black crosses), one row.
+    """input | target maps | predicted maps | predicted skeleton (labels as black + marks), one row.
 
     Predicted joints below min_confidence are not drawn.
     """
@@ -322,7 +331,7 @@ def figure_row(canvas, gt_kp, target01, pred01, pred_kp, names, tile=192, min_co
 def write_grid(path, rows, captions, tile=192):
     """Stack rows (H, 4 * tile, 3) under a header into one PNG; each row gets a caption."""
     header = np.full((28, rows[0].shape[1], 3), 255, np.uint8)
-    for i, text in enumerate(("input", "target (maps summed)", "prediction (maps summed)", "prediction (x: label)")):
+    for i, text in enumerate(("input", "target (maps summed)", "prediction (maps summed)", "prediction (+: label)")):
         cv2.putText(header, text, (i * tile + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
     body = []
     for row, caption in zip(rows, captions):
@@ -467,7 +476,6 @@ def predict_all(figures, index, args, names, model=None, predict=None):
 
     Works in chunks of CHUNK figures so memory does not grow with the data set.
     """
-    from tqdm import tqdm
     wanted = variants(args)
     flips = sorted({f for _, f in wanted})
     perm = flip_permutation(list(names))
@@ -475,7 +483,7 @@ def predict_all(figures, index, args, names, model=None, predict=None):
     model_size = int(model.inputs[0].shape[1]) if model is not None else size
     out = {v: [] for v in wanted}
     shown = {}
-    bar = tqdm(total=len(index), desc="figures", unit="fig", disable=True if args.quiet else None)
+    bar = progress(len(index), "figures", "fig", args.quiet)
     for start in range(0, len(index), CHUNK):
         chunk = index[start:start + CHUNK]
         bar.update(len(chunk))
@@ -568,7 +576,77 @@ def baseline_keypoints(args, meta, n_joints, notes):
     if len(train_sizes) != 1 or int(train_sizes[0]) != meta["canvas_size"]:
         raise InputError(f"--train-data {args.train_data} has canvas size {train_sizes.tolist()}, "
                          f"--data {args.data} {meta['canvas_size']}")
+    split = getattr(args, "run_split", None)
+    if split and os.path.abspath(args.train_data) == os.path.abspath(split.get("train_data", "")):
+        train = train[np.isin(np.asarray(train["image_id"]), split.get("train_image_ids", []))]
     return np.asarray(train["keypoints"], dtype=np.float64), "mean pose (training figures)"
+
+
+def read_run_json(path, required=True):
+    """A JSON object of a run folder, or None if optional and missing; one-line InputError."""
+    if not os.path.exists(path) and not required:
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"--run: {path} not found (not a model.py run folder?)") from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"--run: cannot read {path} ({err})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"--run: {path} is not a JSON object")
+    return data
+
+
+def apply_run(args):
+    """Fill --model, --data, --image-ids, --train-data and --out from the run folder --run (flags given
+    win); returns its split.json (None for a run that predates it, then only with --val-data)."""
+    config = read_run_json(os.path.join(args.run, "config.json"))
+    split = read_run_json(os.path.join(args.run, "split.json"), required=False)
+    if split is None and not config.get("val_data") and not (args.data and args.image_ids):
+        raise InputError(f"--run: {args.run} has no split.json (made before model.py wrote one), so its "
+                         "held-out images are unknown: give --data and --image-ids")
+    args.model = args.model or os.path.join(args.run, "best.keras")
+    if not os.path.exists(args.model):
+        raise InputError(f"--run: {args.model} not found (the run saved no checkpoint yet?)")
+    if not args.data:
+        args.data = (split or {}).get("val_data") or config.get("val_data") or config["data"]
+        if split and split.get("held_out") and not args.image_ids:
+            args.image_ids = [int(i) for i in split["val_image_ids"]]
+    args.train_data = args.train_data or config.get("data")
+    args.out = args.out or os.path.join(args.run, "eval")
+    return split
+
+
+def same_source(data, train_data):
+    """True if two coco.npy files hold figures of the same photos: the same file, or files cut from the
+    same annotation file (their sidecars say). Image ids are compared only then: other data sets
+    (e.g. the synthetic splits) may reuse ids."""
+    if os.path.samefile(data, train_data):
+        return True
+    try:
+        sources = [read_sidecar(p).get("settings", {}).get("annotations") for p in (data, train_data)]
+    except (ValueError, OSError, AttributeError):
+        return False
+    return sources[0] is not None and os.path.abspath(str(sources[0])) == os.path.abspath(str(sources[1]))
+
+
+def training_figures(args, image_ids, notes):
+    """How many evaluated figures (of image_ids) show images the model trained on: those of
+    --train-data (or, with --run, the run's training images); a one-line warning if any."""
+    split = getattr(args, "run_split", None)
+    if not args.train_data or not same_source(args.data, args.train_data):
+        return None if not args.train_data else 0
+    if split and os.path.abspath(args.train_data) == os.path.abspath(split.get("train_data", "")):
+        trained = np.asarray(split.get("train_image_ids", []), dtype=np.int64)
+    else:
+        trained = np.asarray(load_figures_checked(args.train_data, "--train-data")["image_id"], dtype=np.int64)
+    count = int(np.isin(np.asarray(image_ids, dtype=np.int64), trained).sum())
+    if count:
+        notes.append(f"{count} of the {len(image_ids)} evaluated figures are of training images (in --train-data "
+                     f"{args.train_data}): their scores are not a held-out measurement")
+        print(f"warning: {notes[-1]}", file=sys.stderr)
+    return count
 
 
 def run_evaluation(args, model=None, predict=None):
@@ -595,6 +673,7 @@ def run_evaluation(args, model=None, predict=None):
         notes.append("no --coco-root: AP/AR use ground truth rebuilt from the figures with area = bbox w*h "
                      "instead of the segmentation area, so they are approximate (optimistic)")
     train_kp, label = baseline_keypoints(args, meta, len(names), notes)   # checked before any work
+    trained = training_figures(args, meta["image_id"], notes)
     make_out_dir(args.out)
     started = time.time()
     preds, shown = predict_all(figures, index, args, names, model, predict)
@@ -611,7 +690,7 @@ def run_evaluation(args, model=None, predict=None):
                "persons": int(len(np.unique(meta["annotation_id"]))),
                "images": int(len(np.unique(meta["image_id"]))),
                "labelled_joints": int((meta["keypoints"][..., 2] > 0).sum()),
-               "labelled_joints_outside_canvas": int(outside.sum()),
+               "labelled_joints_outside_canvas": int(outside.sum()), "training_figures": trained,
                "seconds_predict_decode": round(seconds, 2), **metrics}
     pose = mean_pose(train_kp)
     base, _, _ = score_predictions(baseline_predictions(pose, len(index)), meta, names, gt_dataset)
@@ -676,17 +755,25 @@ def list_images(paths):
 
 
 def load_box_annotations(path):
-    """{file name: [annotation, ...]} from a COCO-format file (images + annotations with bbox, optional segmentation)."""
+    """{file name: [annotation, ...]} from --annotations: a COCO-format file (images + annotations with
+    bbox, optional segmentation), a CSV of file,x,y,w,h rows, or a JSON list of {file, x, y, w, h}."""
     try:
+        if path.lower().endswith(".csv"):
+            with open(path, newline="") as f:
+                return simple_boxes(path, list(csv_rows(f)))
         with open(path) as f:
             data = json.load(f)
     except OSError as err:
         raise InputError(f"cannot read --annotations {path} ({err.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"--annotations {path} is not JSON ({err})") from None
+    if isinstance(data, list):
+        return simple_boxes(path, [[d.get(k) for k in ("file", "x", "y", "w", "h")] if isinstance(d, dict) else d
+                                   for d in data])
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("annotations"), list):
-        raise InputError(f"--annotations {path} is not COCO format (needs lists images and annotations)")
+        raise InputError(f"--annotations {path} is neither COCO format (lists images and annotations) nor a "
+                         "list of {file, x, y, w, h}")
     names = {}
     for k, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
@@ -703,6 +790,37 @@ def load_box_annotations(path):
             raise InputError(f"--annotations {path}: annotation {ann.get('id', f'[{k}]')} {problem}")
         if ann["image_id"] in names:
             boxes.setdefault(names[ann["image_id"]], []).append(ann)
+    return boxes
+
+
+def csv_rows(f):
+    """The rows of a file,x,y,w,h CSV, without blank lines and without a header row."""
+    import csv
+    for k, row in enumerate(csv.reader(f)):
+        if not row or not "".join(row).strip():
+            continue
+        if k == 0 and [c.strip().lower() for c in row] == ["file", "x", "y", "w", "h"]:
+            continue
+        yield row
+
+
+def simple_boxes(path, rows):
+    """{file name: [{"id", "bbox"}, ...]} of rows [file, x, y, w, h] (numbers or numeric text);
+    one-line InputError naming the first bad row (counted from 1)."""
+    boxes = {}
+    for k, row in enumerate(rows, 1):
+        try:
+            if len(row) != 5 or not isinstance(row[0], str) or not row[0].strip():
+                raise ValueError
+            bbox = [float(v) for v in row[1:]]
+            if not np.all(np.isfinite(bbox)) or bbox[2] <= 0 or bbox[3] <= 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise InputError(f"--annotations {path}: row {k} is not file,x,y,w,h (w, h > 0): {row!r}") from None
+        name = os.path.basename(row[0].strip())
+        boxes.setdefault(name, []).append({"id": sum(map(len, boxes.values())) + 1, "bbox": bbox})
+    if not boxes:
+        raise InputError(f"--annotations {path} has no boxes")
     return boxes
 
 
@@ -796,12 +914,27 @@ def crops_for(image, file_name, bbox, boxes):
     return crops, skipped
 
 
+def draw_figures(image, crops, xy, confidence, names, min_confidence):
+    """The overlay (each crop's box and square, joints >= min_confidence) and the figures' entries
+    of predictions.json, for one image's crops [(bbox, mask, source)] and their joints (original pixels)."""
+    overlay = image.copy()
+    thick = max(1, int(round(max(image.shape[:2]) / 300)))
+    figures_out = []
+    for (bb, mask, source), points, conf in zip(crops, xy, confidence):
+        overlay = draw_crop(overlay, bb, thick)
+        overlay = draw_skeleton(overlay, points, conf >= min_confidence, names, thick, 2 * thick + 1)
+        figures_out.append({"bbox": [round(float(v), 2) for v in bb], "crop": source, "masked": mask is not None,
+                            "score": round(float(conf.mean()), 4),
+                            "keypoints": {n: [round(float(p[0]), 2), round(float(p[1]), 2), round(float(c), 4)]
+                                          for n, p, c in zip(names, points, conf)}})
+    return overlay, figures_out
+
+
 def run_inference(args, model, predict, boxes=None):
     """Predict the joints of the figure(s) in each image; writes predictions.json and overlays.
 
     boxes: load_box_annotations(args.annotations), or None (then it is loaded here if given).
     """
-    from tqdm import tqdm
     files = list_images(args.images)
     if boxes is None and args.annotations:
         boxes = load_box_annotations(args.annotations)
@@ -810,7 +943,9 @@ def run_inference(args, model, predict, boxes=None):
     size = int(model.inputs[0].shape[1])
     perm = flip_permutation(list(names))
     entries, unreadable, skipped, used = [], [], [], set()
-    for path in tqdm(files, desc="images", unit="img", disable=True if args.quiet else None):
+    bar = progress(len(files), "images", "img", args.quiet)
+    for path in files:
+        bar.update(1)
         image = read_image(path)
         if image is None:
             unreadable.append(path)
@@ -823,15 +958,7 @@ def run_inference(args, model, predict, boxes=None):
         maps = model_maps(model, predict, np.stack(canvases), args.flip_test, perm, args.batch_size)
         kp = decode(maps, size, size, args.refine)
         xy = to_original(kp, np.stack(affines))
-        overlay = image.copy()
-        thick = max(1, int(round(max(image.shape[:2]) / 300)))
-        figures_out = []
-        for (bb, _, source), points, conf in zip(crops, xy, kp[..., 2]):
-            overlay = draw_skeleton(overlay, points, conf >= args.min_confidence, names, thick, 2 * thick + 1)
-            figures_out.append({"bbox": [round(float(v), 2) for v in bb], "crop": source,
-                                "score": round(float(conf.mean()), 4),
-                                "keypoints": {n: [round(float(p[0]), 2), round(float(p[1]), 2), round(float(c), 4)]
-                                              for n, p, c in zip(names, points, conf)}})
+        overlay, figures_out = draw_figures(image, crops, xy, kp[..., 2], names, args.min_confidence)
         stem = os.path.splitext(os.path.basename(path))[0]
         name, n = f"{stem}_pose.png", 1
         while name in used:
@@ -842,6 +969,7 @@ def run_inference(args, model, predict, boxes=None):
         write_png(os.path.join(args.out, name), overlay)
         entries.append({"file": path, "width": image.shape[1], "height": image.shape[0],
                         "overlay": name, "figures": figures_out})
+    bar.close()
     summary = {"model": args.model, "joint_names": list(names), "coordinates": "original image pixels, x right, "
                "y down, integers at pixel centres; each joint [x, y, confidence]",
                "decoding": variant_name(args.refine, args.flip_test), "images": entries, "unreadable": unreadable,
@@ -858,6 +986,10 @@ def run_inference(args, model, predict, boxes=None):
           f"skipped (named in predictions.json skipped_figures)"
           + (f", {whole} without a box in --annotations (whole image used)" if boxes is not None and whole else "")
           + f"; wrote {os.path.join(args.out, 'predictions.json')} and {len(entries)} overlays")
+    unmasked = sum(not f["masked"] for e in entries for f in e["figures"])
+    if unmasked:
+        print(f"note: {unmasked} figure{'s' if unmasked > 1 else ''} without a person mask keep their photo background inside the box, "
+              f"while every training figure is on white; {UNMASKED_COST}")
     return summary
 
 
@@ -925,35 +1057,11 @@ def remove_path(path):
 def exported_predictor(path):
     """A predict(model, canvases, batch_size) for an exported model (the model argument is ignored).
 
-    Same contract as model.predict_maps: uint8 canvases at the export's input size ->
-    maps (N, M, M, J) in [0, 1].
+    Same contract as model.predict_maps: uint8 canvases -> maps (N, M, M, J) in [0, 1]
+    (inference.ExportedModel, which reads export.json beside the model).
     """
-    import tensorflow as tf
-    from model import preprocess_images
-    if path.endswith(".tflite"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated": still the one we have
-            interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count())
-        interpreter.allocate_tensors()
-        inp = interpreter.get_input_details()[0]
-        out = interpreter.get_output_details()[0]
-
-        def run(x):
-            interpreter.set_tensor(inp["index"], x[None])
-            interpreter.invoke()
-            return interpreter.get_tensor(out["index"])[0]
-    else:
-        loaded = tf.saved_model.load(path)
-
-        def run(x):
-            return np.asarray(loaded.serve(tf.constant(x[None])))[0]
-
-    def predict(_model, canvases, batch_size=1):
-        x = preprocess_images(np.asarray(canvases)).astype(np.float32)
-        raw = np.stack([run(xi) for xi in x])
-        return np.clip((raw + 1.0) * 0.5, 0.0, 1.0).astype(np.float32)
-    return predict
+    exported = load_exported(path)
+    return lambda _model, canvases, batch_size=16: exported.maps(canvases, batch_size)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -965,21 +1073,27 @@ def import_model_lib():
 
 
 def load_model_checked(path):
-    """The Keras model and model.predict_maps; one-line InputError for anything not ours."""
+    """(model, predict): a .keras file with model.predict_maps, or an export (.tflite, SavedModel
+    folder, or the folder evaluate.py --export wrote) with inference.predict_exported; one-line
+    InputError for anything not ours."""
     if not os.path.exists(path):
         raise InputError(f"model file not found: {path}")
-    if os.path.isdir(path):
-        raise InputError(f"{path} is a folder, not a figure-pose model (.keras file)")
-    model_lib = import_model_lib()
-    try:
-        model = model_lib.load_trained_model(path)
-    except (ValueError, OSError) as err:
-        raise InputError(str(err)) from None
+    if is_exported(path):
+        try:
+            model, predict = load_exported(path), predict_exported
+        except ExportError as err:
+            raise InputError(f"--model {err}") from None
+    else:
+        model_lib = import_model_lib()
+        try:
+            model, predict = model_lib.load_trained_model(path), model_lib.predict_maps
+        except (ValueError, OSError) as err:
+            raise InputError(str(err)) from None
     n_joints = int(model.outputs[0].shape[-1])
     if n_joints not in JOINT_SETS:
         raise InputError(f"--model {path} predicts {n_joints} joints; figure-pose models predict "
                          f"{' or '.join(map(str, sorted(JOINT_SETS)))}")
-    return model, model_lib.predict_maps
+    return model, predict
 
 
 def build_parser():
@@ -989,18 +1103,26 @@ def build_parser():
                     "coco.npy: PCK, errors in original pixels, COCO keypoint AP/AR (pycocotools), the "
                     "mean-pose baseline and pictures; or predict joints on new images (--images); or "
                     "export the model (--export).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     what = parser.add_argument_group("what to run")
-    what.add_argument("--model", help="trained model (.keras written by model.py)")
+    what.add_argument("--model", help="trained model: a .keras file written by model.py, or an export of one "
+                                       "(model.tflite or saved_model/ with the export.json beside it, or the "
+                                       "--export folder itself)")
     what.add_argument("--oracle", action="store_true",
                       help="evaluate the ground-truth maps stored in --data instead of a model (no --model): "
                            "checks geometry, rendering, decoding and the inverse transform")
     what.add_argument("--data", help="figures to evaluate (coco.npy from coco_process.py, e.g. coco_val.npy)")
     what.add_argument("--images", nargs="+", metavar="PATH",
-                      help="predict on these image files or folders (each shows one figure) instead of evaluating")
+                      help="predict on these image files or folders (not recursive) instead of evaluating: one "
+                           "figure per image, or one per box of --annotations")
     what.add_argument("--export", choices=("tflite", "saved_model"),
                       help="write a deployable copy of --model into --out instead of evaluating")
-    what.add_argument("--out", required=True, help="output folder (created if missing)")
+    what.add_argument("--run", metavar="runs/NAME",
+                      help="evaluate a model.py run folder: its best.keras on its validation figures (the "
+                           "held-out images of --data when it trained without --val-data, from split.json), "
+                           "its training data for the baseline, into runs/NAME/eval; flags given as well win")
+    what.add_argument("--out", help="output folder (created if missing; required, except with --run: "
+                                    "runs/NAME/eval)")
     ev = parser.add_argument_group("evaluation")
     ev.add_argument("--coco-root", help="COCO folder with annotations/person_keypoints_<split>.json, for AP/AR "
                                         "against the original annotations (without it: AP/AR approximate, "
@@ -1025,23 +1147,32 @@ def build_parser():
                           "quarter (1/4 px towards the higher neighbour) or none (integer argmax)")
     dec.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                      help="average the maps of each figure and of its mirror image (un-flipped, left/right "
-                          "swapped); on by default: AP 0.672 vs 0.651 without it on the sample model")
+                          "swapped); on by default (it raises AP on the sample model: README, section 4)")
     dec.add_argument("--batch-size", type=int_in(1), default=16, metavar="N",
                      help="figures per model call (N >= 1)")
     inf = parser.add_argument_group("inference on images (--images)")
     inf.add_argument("--bbox", type=parse_bbox, metavar="X,Y,W,H",
                      help="the figure's box in every image (original pixels; w, h > 0; images it does not "
                           "overlap are skipped); default: the whole image is the figure")
-    inf.add_argument("--annotations", help="COCO-format JSON with a person bbox (and optional segmentation "
-                                           "mask) per image file name; images without one use the whole image")
+    inf.add_argument("--annotations", metavar="FILE",
+                     help="the figures' boxes per image file name: COCO-format JSON (bbox, optional "
+                          "segmentation mask), a CSV of file,x,y,w,h rows (header optional) or a JSON list of "
+                          "{file, x, y, w, h}; several boxes per file: several figures; images without one use "
+                          "the whole image")
     inf.add_argument("--min-confidence", type=number(0, 1), default=0.2, metavar="C",
-                     help="joints below this confidence (0 <= C <= 1) are not drawn on the overlays "
-                          "(all are written)")
+                     help="joints below this confidence (0 <= C <= 1) are not drawn on the overlays (all are "
+                          "written). A confidence is the joint's map peak: about 1 for a clear joint, near 0 "
+                          "where the model sees none; not a calibrated probability")
+    inf.add_argument("--overwrite", action="store_true",
+                     help="replace the predictions.json (and overlays of the same names) of an earlier run in "
+                          "--out; without it such an --out is refused")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def check_args(parser, args):
+    if not args.out:
+        parser.error("give --out (the output folder)")
     if args.images and args.export:
         parser.error("choose one of --images and --export")
     if args.oracle and args.model:
@@ -1061,6 +1192,8 @@ def check_args(parser, args):
         ("--compare-decoding", args.compare_decoding)) if value]
     if (args.images or args.export) and evaluation_only:
         parser.error(f"{', '.join(evaluation_only)}: only for evaluation, not with --images or --export")
+    if args.overwrite and not args.images:
+        parser.error("--overwrite is for --images (predictions.json)")
     if (args.bbox or args.annotations) and not args.images:
         parser.error("--bbox and --annotations crop the --images: give --images")
 
@@ -1068,11 +1201,22 @@ def check_args(parser, args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.run and (args.images or args.export or args.oracle):
+        parser.error("--run evaluates a run folder: not with --images, --export or --oracle")
+    try:
+        run_split = apply_run(args) if args.run else None
+    except InputError as err:
+        sys.exit(f"evaluate.py: error: {err}")
     check_args(parser, args)
+    args.run_split = run_split
     try:
         check_out_dir(args.out)
         boxes = None
         if args.images:             # cheap checks first: fail before loading TensorFlow
+            earlier = os.path.join(args.out, "predictions.json")
+            if os.path.exists(earlier) and not args.overwrite:
+                raise InputError(f"--out {args.out} holds the predictions.json of an earlier run: give a new "
+                                 "--out, or --overwrite to replace it")
             list_images(args.images)
             boxes = load_box_annotations(args.annotations) if args.annotations else None
         elif not args.export:
@@ -1081,6 +1225,8 @@ def main(argv=None):
                 load_figures_checked(args.train_data, "--train-data")
         model, predict = load_model_checked(args.model) if args.model else (None, None)
         if args.export:
+            if getattr(model, "format", None):
+                raise InputError(f"--model {args.model} is an export already: --export copies a .keras model")
             path = export_model(model, args.export, args.out)
             print(f"exported {args.model} -> {path}")
         elif args.images:

@@ -13,8 +13,9 @@ and PCK on the device. Everything there uses `keras.ops`, so the same code runs 
 TensorFlow (default) and JAX backends (KERAS_BACKEND=jax).
 
 Writes under --out: best.keras (best val PCK@0.2), last.keras, log.csv, curves.png, tb/
-(TensorBoard), eval/EPOCH_*.png (a fixed validation batch), config.json (the flags and the
-data's joints and input size, which --resume checks) and backup/ (for --resume). Checkpoints,
+(TensorBoard), eval/EPOCH_*.png (a fixed validation batch; EPOCH counted from 0, as log.csv), config.json (the flags and the
+data's joints and input size, which --resume checks), split.json (the training and the
+validation image ids, for evaluate.py --run) and backup/ (for --resume). Checkpoints,
 config.json and backups go through a temporary file and a rename, so a kill never leaves half
 of one; --resume cuts log.csv back to the epochs of the backup it restores.
 """
@@ -59,11 +60,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers, ops
 
-from cli import InputError, OneLineParser, check_out_dir, int_in, number
+from cli import HelpFormatter, InputError, OneLineParser, check_out_dir, duration, int_in, number
 from confidence_maps import ARCH_CODECS, ConfidenceMapCodec
 from figure_dataset import NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile, split_by_image
-from figures import heat_image, summed_maps
+from figures import heat_image, joint_names, summed_maps
 from metrics import figure_norm_size, mean_pose, pck
+from pictures import label_columns, peaks_on_grey
 
 PACKAGE = "figure_pose"
 LOSS_WEIGHTS = {"main": 10.0, "side": 5.0}  # the original's 10 * main + 5 * side1 + 5 * side2
@@ -432,11 +434,11 @@ def write_eval_pngs(out_dir, epoch, images, gt01, pred01):
                                          cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     save("img_GT", grid(list(images), cols))
     save("heatmap_GT", grid([heat_image(summed_maps(m), size) for m in gt01], cols))
-    per_joint = [[heat_image(summed_maps(m), size)] + [heat_image(m[..., j], size) for j in range(m.shape[-1])]
-                 for m in pred01]
-    save("heatmap", np.vstack([np.hstack(row) for row in per_joint]))
-    save("overlap", grid([cv2.addWeighted(img, 0.5, heat_image(summed_maps(m), size), 0.5, 0)
-                          for img, m in zip(images, pred01)], cols))
+    names = joint_names(pred01.shape[-1])
+    per_joint = np.vstack([np.hstack([heat_image(summed_maps(m), size)] +
+                                     [heat_image(m[..., j], size) for j in range(m.shape[-1])]) for m in pred01])
+    save("heatmap", np.vstack([label_columns(per_joint, ["all joints", *names]), per_joint]))
+    save("overlap", grid([peaks_on_grey(img / 255.0, m, names) for img, m in zip(images, pred01)], cols))
 
 
 def plot_curves(csv_path, png_path):
@@ -444,11 +446,12 @@ def plot_curves(csv_path, png_path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return
-    epochs = [int(r["epoch"]) for r in rows]
+    epochs = [int(r["epoch"]) + 1 for r in rows]  # log.csv counts from 0; the console's "Epoch 1/12" from 1
     fig, (ax_loss, ax_pck) = plt.subplots(1, 2, figsize=(11, 4))
     for key in rows[0]:
         values = [float(r[key]) if r[key] not in ("", "nan") else np.nan for r in rows]
@@ -459,6 +462,7 @@ def plot_curves(csv_path, png_path):
     ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
     ax_pck.set(xlabel="epoch", ylabel="PCK", ylim=(0, 1), title="validation PCK")
     for ax in (ax_loss, ax_pck):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -477,6 +481,42 @@ class SetEpoch(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.dataset.epoch = epoch
+
+
+class EpochClock(keras.callbacks.Callback):
+    """One plain line per epoch for logs: epochs done (counted from 1, like Keras' "Epoch 1/12"),
+    this epoch's time, the time since the run (or its resume) started and the ETA of the whole run."""
+
+    def __init__(self, epochs, clock=None, stream=None):
+        super().__init__()
+        import time
+        self.epochs, self.clock, self.stream = epochs, clock or time.monotonic, stream or sys.stdout
+        self.started = self.epoch_started = None
+        self.first = 0
+
+    def on_train_begin(self, logs=None):
+        self.started = self.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epoch_started is None:
+            self.first = epoch            # a resumed run starts later: its ETA counts from there
+        self.epoch_started = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        done = epoch + 1 - self.first
+        left = self.epochs - epoch - 1
+        eta = (now - self.started) / done * left
+        finish = time_of_day(eta) if left else "done"
+        print(f"epoch {epoch + 1}/{self.epochs}: {duration(now - self.epoch_started)}, elapsed "
+              f"{duration(now - self.started)}, ETA {duration(eta)} ({finish})", file=self.stream, flush=True)
+
+
+def time_of_day(seconds_from_now):
+    """The local clock time `seconds_from_now` from now, e.g. "ends about 14:05"."""
+    import datetime
+    end = datetime.datetime.now() + datetime.timedelta(seconds=seconds_from_now)
+    return f"ends about {end:%H:%M}"
 
 
 def local_replica(model, replica=None):
@@ -755,6 +795,7 @@ def make_callbacks(cfg: Config, train, val, baseline, backup, best=-np.inf):
         SaveNetwork(os.path.join(out, "last.keras")),
         keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=cfg.resume),
         PlotCurves(out),
+        EpochClock(cfg.epochs),
         *tensorboard(os.path.join(out, "tb")),
         backup,
     ]
@@ -811,6 +852,22 @@ def prepare_out_dir(cfg: Config, facts):
         write_atomic(os.path.join(cfg.out, "config.json"), json.dumps({**asdict(cfg), **facts}, indent=1))
     except OSError as err:
         raise InputError(f"cannot create --out {cfg.out} ({err.strerror or err})") from None
+
+
+def write_split(cfg: Config, train, val):
+    """split.json in --out: which figures trained and which validated (image ids), so that
+    evaluate.py --run scores the held-out images only and can say when figures were trained on."""
+    val_ids = np.unique(val.small_fields()["image_id"]).astype(int).tolist()
+    train_ids = np.unique(train.small_fields()["image_id"]).astype(int).tolist()
+    split = {"train_data": cfg.data, "val_data": cfg.val_data or cfg.data,
+             "held_out": not cfg.val_data, "seed": cfg.seed,
+             "note": "held_out: the validation images are a seeded 20% of --data's images (never trained on)"
+                     if not cfg.val_data else "validation figures: all of --val-data",
+             "val_image_ids": val_ids, "train_image_ids": train_ids}
+    try:
+        write_atomic(os.path.join(cfg.out, "split.json"), json.dumps(split))
+    except OSError as err:
+        raise InputError(f"cannot write {cfg.out}/split.json ({err.strerror or err})") from None
 
 
 def trim_log(path, epochs):
@@ -878,6 +935,7 @@ def train(cfg: Config, extra_callbacks=()):
         decay = cfg.epochs * len(train_ds) if cfg.lr_schedule == "cosine" else 0
         compile_model(trainer, cfg.lr, decay)
         prepare_out_dir(cfg, facts)  # only now: a run refused above writes nothing
+        write_split(cfg, train_ds, val_ds)
         start = backup.restore(trainer) if cfg.resume else 0
     logged = trim_log(os.path.join(cfg.out, "log.csv"), start) if cfg.resume else []
     pcks = [float(row.get("val_pck@0.2") or "nan") for row in logged]
@@ -918,7 +976,10 @@ def input_size(text):
 def build_parser():
     """The command line: every flag documented in --help, numbers checked against their ranges at parse time."""
     p = OneLineParser(prog="model.py", description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=HelpFormatter)
+    p.add_argument("--config", metavar="runs/NAME/config.json",
+                   help="start from the flags of an earlier run (its config.json); flags given as well "
+                        "override them; needs --out (a new folder); on/off flags it sets cannot be turned off")
     p.add_argument("--data", default="coco.npy", help="training figures (coco.npy from coco_process.py)")
     p.add_argument("--val-data", default=None,
                    help="validation figures (same joints and canvas size as --data); omitted: hold out 20%% "
@@ -976,13 +1037,61 @@ def build_parser():
                         "does the augmentation, so 2 keep a GPU fed on most machines")
     p.add_argument("--worker-processes", action="store_true",
                    help="read batches in worker processes instead of threads")
-    p.add_argument("--quiet", action="store_true", help="no per-batch progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no per-batch progress bar (also off when stdout is not a terminal, e.g. a log file): "
+                        "Keras' line per epoch, then one with its time, the elapsed time and the run's ETA")
     return p
 
 
+# config.json keys that are no flag: the data's facts (checked by --resume), the run's own folder
+# and --resume (a reproduction starts afresh in a new --out).
+CONFIG_NOT_FLAGS = ("joints", "input_size", "out", "resume")
+CONFIG_RENAMED = {"processes": "worker_processes"}
+
+
+def config_argv(path):
+    """The flags that reproduce the run whose config.json is `path`, as an argv list (given before
+    the command line's own flags, so that those win). ValueError (one line) for an unreadable file."""
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--config: cannot read {path} ({getattr(err, 'strerror', None) or err})") from None
+    if not isinstance(config, dict) or "data" not in config:
+        raise ValueError(f"--config: {path} is not the config.json of a model.py run")
+    flags = []
+    augment = config.pop("augment", None) or {}
+    for key, value in {**config, **augment}.items():
+        if key in CONFIG_NOT_FLAGS or value is None:
+            continue
+        name = "--" + CONFIG_RENAMED.get(key, key).replace("_", "-")
+        if key == "verbose":
+            flags += ["--quiet"] if value == 2 else []
+        elif isinstance(value, bool):
+            flags += [name] if value else []
+        else:
+            flags += [name, str(value)]
+    return flags
+
+
 def parse_args(argv=None):
-    """Command-line flags -> argparse.Namespace; a usage mistake exits 2 with one line."""
+    """Command-line flags -> argparse.Namespace; a usage mistake exits 2 with one line.
+
+    With --config runs/NAME/config.json, the run's flags come first and the command line's
+    own flags override them (--out must be given: a new folder for the new run)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("--out")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        if not known.out:
+            parser.error("--config reproduces a run into a new folder: give --out")
+        try:
+            argv = config_argv(known.config) + argv
+        except ValueError as err:
+            parser.error(str(err))
     args = parser.parse_args(argv)
     if args.scale_min > args.scale_max:
         parser.error(f"--scale-min {args.scale_min:g} is above --scale-max {args.scale_max:g}")
@@ -1022,7 +1131,8 @@ def main(argv=None):
                  width=args.width, depth=args.depth, backbone_features=args.backbone_features,
                  init_weights=args.init_weights, loss=args.loss, augment=augment, seed=args.seed, resume=args.resume,
                  mixed_precision=args.mixed_precision, distribute=args.distribute,
-                 workers=args.workers, processes=args.worker_processes, verbose=2 if args.quiet else 1)
+                 workers=args.workers, processes=args.worker_processes,
+                 verbose=2 if args.quiet or not sys.stdout.isatty() else 1)  # no progress bar in a log file
     try:  # every user mistake and broken input ends here as one line
         check_inputs(cfg)
         if args.cpu_devices:

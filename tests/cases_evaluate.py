@@ -25,7 +25,7 @@ CASES = [
     Case("model is a foreign zip", EV, ["--model", "{foreign_keras}", "--images", "{photo}", "--out", "{out}"], 1,
          r"foreign\.keras is not a figure-pose model"),
     Case("model is a folder", EV, ["--model", "{photos}", "--export", "tflite", "--out", "{out}"], 1,
-         r"is a folder, not a figure-pose model"),
+         r"photos is not an exported figure-pose model \(a \.tflite file, a SavedModel folder"),
     Case("model of 5 joints, --images", EV, ["--model", "{model5}", "--images", "{photo}", "--out", "{out}"], 1,
          r"--model .*model5\.keras predicts 5 joints; figure-pose models predict 13 or 17"),
     Case("model of 5 joints, --export", EV, ["--model", "{model5}", "--export", "saved_model", "--out", "{out}"],
@@ -112,7 +112,9 @@ CASES = [
     Case("annotations not JSON", EV, IMAGES + ["--annotations", "{ann_not_json}", "--out", "{out}"], 1,
          r"--annotations .* is not JSON"),
     Case("annotations a list", EV, IMAGES + ["--annotations", "{ann_list}", "--out", "{out}"], 1,
-         r"is not COCO format"),
+         r"--annotations .*: row 1 is not file,x,y,w,h"),
+    Case("annotations an object", EV, IMAGES + ["--annotations", "{ann_no_lists}", "--out", "{out}"], 1,
+         r"is neither COCO format .* nor a list of \{file, x, y, w, h\}"),
     Case("annotations: image without file_name", EV, IMAGES + ["--annotations", "{ann_no_file_name}", "--out", "{out}"],
          1, r"images\[0\] needs an id and a file_name"),
     Case("annotations: no image_id", EV, IMAGES + ["--annotations", "{ann_no_image_id}", "--out", "{out}"], 1,
@@ -180,7 +182,7 @@ def build_inputs(tmp):
 
     image_entry = {"id": 1, "file_name": "000000000001.jpg"}
     good = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [10, 10, 80, 150]}
-    for name, data in (("ann_list", [1, 2]),
+    for name, data in (("ann_list", [1, 2]), ("ann_no_lists", {"images": 3}),
                        ("ann_no_file_name", {"images": [{"id": 1}], "annotations": [good]}),
                        ("ann_no_image_id", {"images": [image_entry],
                                             "annotations": [{k: v for k, v in good.items() if k != "image_id"}]}),

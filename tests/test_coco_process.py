@@ -373,3 +373,13 @@ def test_skipping_hook_plans_the_same_work(coco_sample):
     assert counts == plain_counts and len(counts) > 3 and problems == plain_problems == []
     assert [(i["id"], [a["id"] for a in anns]) for i, anns in tasks] == \
         [(i["id"], [a["id"] for a in anns]) for i, anns in plain_tasks]
+
+
+def test_examples_go_beside_the_output_by_default(synthetic_coco, tmp_path):
+    """Not into the repository's imgs/ (the README's own pictures)."""
+    before = sorted(p.name for p in (REPO / "imgs").iterdir())
+    result = run_script(REPO / "coco_process.py", "--coco-root", synthetic_coco, "--out", tmp_path / "c.npy",
+                        "--allow-multi-polygon", "--examples", 2, "--limit", 6, "--workers", 1, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "c_examples").glob("*.png"))) == 4          # 2 figures, each with its maps
+    assert sorted(p.name for p in (REPO / "imgs").iterdir()) == before

@@ -149,8 +149,13 @@ def test_help_explains_every_flag():
     assert result.returncode == 0
     for flag in ("--model", "--oracle", "--data", "--images", "--export", "--out", "--coco-root", "--split",
                  "--train-data", "--limit", "--image-ids", "--compare-decoding", "--pictures", "--refine",
-                 "--flip-test", "--batch-size", "--bbox", "--annotations", "--min-confidence", "--quiet"):
+                 "--flip-test", "--batch-size", "--bbox", "--annotations", "--min-confidence", "--quiet",
+                 "--run", "--overwrite"):
         assert flag in result.stdout
+    text = " ".join(result.stdout.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert text.count("(default: ") + text.count("default:") >= 5 and "val2017 (default: from the" in text
+    assert "0.672" not in text                         # no measured numbers that go stale
 
 
 # ----------------------------------------------------------------------------- with a (tiny, untrained) model
@@ -197,7 +202,8 @@ def test_model_evaluation_and_unreadable_image_folder(tiny_model, synthetic, tmp
         centre, half = np.array([70.0, 110.0]), 0.7 * 200 + 2
         assert np.all(np.abs(xy - centre) <= half)
     assert "could be read" in one_line_error(
-        run_script(EVALUATE, "--model", tiny_model, "--images", folder / "broken.jpg", "--out", out, "--quiet"))
+        run_script(EVALUATE, "--model", tiny_model, "--images", folder / "broken.jpg", "--out", tmp_path / "o2",
+                   "--quiet"))
 
 
 @pytest.mark.parametrize("kind", ["tflite", "saved_model"])
@@ -216,3 +222,126 @@ def test_export_gives_the_same_keypoints(kind, tiny_model, synthetic, tmp_path):
     exported = decode(exported_predictor(path)(None, canvases), 96, 96, "dark")
     assert np.abs(exported[..., :2] - reference[..., :2]).max() < 0.5
     np.testing.assert_allclose(exported[..., 2], reference[..., 2], atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_model, tmp_path_factory):
+    """{kind: folder} of the tiny model exported by `evaluate.py --export` (in-process)."""
+    import evaluate
+    folders = {}
+    for kind in ("tflite", "saved_model"):
+        folders[kind] = tmp_path_factory.mktemp(kind)
+        evaluate.main(["--model", str(tiny_model), "--export", kind, "--out", str(folders[kind])])
+    return folders
+
+
+def test_exported_models_evaluate_like_keras(tiny_model, exports, synthetic, tmp_path):
+    """--model takes the .keras file, the SavedModel folder and the .tflite file: the same keypoints
+    (original pixels, within 0.5 px) and confidences, in evaluation and in --images."""
+    import evaluate
+    root, npy = synthetic
+    models = {"keras": tiny_model, "saved_model": exports["saved_model"] / "saved_model",
+              "tflite": exports["tflite"] / "model.tflite"}
+    results, photos = {}, {}
+    image = sorted((root / "images" / "train2017").glob("*.jpg"))[0]
+    for kind, path in models.items():
+        evaluate.main(["--model", str(path), "--data", str(npy), "--out", str(tmp_path / kind), "--limit", "5",
+                       "--pictures", "0", "--quiet"])
+        results[kind] = json.loads((tmp_path / kind / "keypoints_train2017_results.json").read_text())
+        evaluate.main(["--model", str(path), "--images", str(image), "--out", str(tmp_path / f"img_{kind}"),
+                       "--quiet"])
+        photos[kind] = json.loads((tmp_path / f"img_{kind}" / "predictions.json").read_text())
+    reference = np.array([r["keypoints"] for r in results["keras"]])
+    ref_photo = np.array(list(photos["keras"]["images"][0]["figures"][0]["keypoints"].values()))
+    assert reference.shape == (5, 51)
+    for kind in ("saved_model", "tflite"):
+        assert np.abs(np.array([r["keypoints"] for r in results[kind]]) - reference).max() < 0.5
+        np.testing.assert_allclose([r["score"] for r in results[kind]], [r["score"] for r in results["keras"]],
+                                   atol=1e-3)
+        photo = np.array(list(photos[kind]["images"][0]["figures"][0]["keypoints"].values()))
+        assert np.abs(photo[:, :2] - ref_photo[:, :2]).max() < 0.5
+    # the export folder itself also names the model (export.json says which file)
+    model = evaluate.load_model_checked(str(exports["tflite"]))[0]
+    assert model.format == "tflite" and model.input_size == 96
+
+
+def test_exported_model_mistakes_give_one_line(exports, synthetic, tmp_path):
+    _, npy = synthetic
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    (lonely / "model.tflite").write_bytes((exports["tflite"] / "model.tflite").read_bytes())
+    assert "export.json" in one_line_error(
+        run_script(EVALUATE, "--model", lonely / "model.tflite", "--data", npy, "--out", tmp_path / "o"))
+    (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer")
+    (tmp_path / "export.json").write_text((exports["tflite"] / "export.json").read_text())
+    assert "not a readable TFLite model" in one_line_error(
+        run_script(EVALUATE, "--model", tmp_path / "junk.tflite", "--data", npy, "--out", tmp_path / "o"))
+    assert "not an exported figure-pose model" in one_line_error(
+        run_script(EVALUATE, "--model", lonely, "--data", npy, "--out", tmp_path / "o"))
+
+
+def readme_tflite_example():
+    """The fenced python block of README.md that starts with `# run_tflite.py`."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("```python\n# run_tflite.py") + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+def test_readme_standalone_tflite_example_runs(exports, synthetic, tmp_path):
+    """The README's standalone runner (NumPy, OpenCV, a TFLite interpreter; nothing of this
+    repository) gives evaluate.py's keypoints with the same decoding, within 0.5 px."""
+    import evaluate
+    root, _ = synthetic
+    script = tmp_path / "run_tflite.py"
+    script.write_text(readme_tflite_example())
+    model = exports["tflite"] / "model.tflite"
+    image = sorted((root / "images" / "train2017").glob("*.jpg"))[1]
+    for box in ("30.5,20,40,60", "5,3,110,150"):          # canvas scale > 1 and < 1
+        result = run_script(script, model, image, box, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        standalone = json.loads(result.stdout.strip().splitlines()[-1])
+        out = tmp_path / f"eval_{box}"
+        evaluate.main(["--model", str(model), "--images", str(image), "--bbox", box, "--refine", "quarter",
+                       "--no-flip-test", "--out", str(out), "--quiet"])
+        (figure,) = json.loads((out / "predictions.json").read_text())["images"][0]["figures"]
+        assert list(standalone) == list(figure["keypoints"])
+        ours = np.array(list(figure["keypoints"].values()))
+        theirs = np.array(list(standalone.values()))
+        if box.startswith("30.5"):       # same canvas bit for bit: the same keypoints
+            assert np.abs(theirs[:, :2] - ours[:, :2]).max() < 0.5
+            np.testing.assert_allclose(theirs[:, 2], ours[:, 2], atol=1e-3)
+        else:                            # area-shrunk from the whole photo, not a window: close, not equal
+            assert np.isfinite(theirs).all() and np.abs(theirs[:, 2] - ours[:, 2]).max() < 0.05
+
+
+def test_photo_set_boxes_from_csv_and_json_no_silent_overwrite(tiny_model, synthetic, tmp_path, capsys):
+    """Boxes per image from a CSV or a JSON list (two boxes on one photo: two figures); overlays draw
+    the box; a second run into the same --out is refused without --overwrite; unmasked crops are noted."""
+    import cv2
+
+    import evaluate
+    root, _ = synthetic
+    images = sorted((root / "images" / "train2017").glob("*.jpg"))[:2]
+    (tmp_path / "boxes.csv").write_text(f"file,x,y,w,h\n{images[0].name},10,12,60,90\n"
+                                        f"{images[0].name},40,20,50,70\n{images[1].name},5,5,80,100\n")
+    (tmp_path / "boxes.json").write_text(json.dumps([{"file": images[1].name, "x": 5, "y": 5, "w": 80, "h": 100}]))
+    out = tmp_path / "preds"
+    argv = ["--model", str(tiny_model), "--images", *map(str, images), "--out", str(out), "--quiet"]
+    evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.csv")])
+    printed = capsys.readouterr().out
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert [len(e["figures"]) for e in predictions["images"]] == [2, 1]
+    assert predictions["images"][0]["figures"][1]["bbox"] == [40, 20, 50, 70]
+    assert "note: 3 figures without a person mask" in printed
+    overlay = cv2.cvtColor(cv2.imread(str(out / predictions["images"][1]["overlay"])), cv2.COLOR_BGR2RGB)
+    edge = overlay[30:80, 5].astype(int)                      # the box's left edge, x = 5: yellow
+    assert (np.abs(edge - [255, 210, 0]).sum(-1) < 90).mean() > 0.5
+    with pytest.raises(SystemExit, match="holds the predictions.json of an earlier run"):
+        evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.json")])
+    evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.json"), "--overwrite"])
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert [len(e["figures"]) for e in predictions["images"]] == [1, 1]   # no box for images[0]: whole image
+    assert predictions["images"][0]["figures"][0]["crop"] == "whole image"
+    (tmp_path / "bad.csv").write_text(f"{images[0].name},1,2,0,5\n")
+    with pytest.raises(SystemExit, match=r"row 1 is not file,x,y,w,h"):
+        evaluate.main(argv[:-3] + ["--out", str(tmp_path / "o"), "--annotations", str(tmp_path / "bad.csv")])

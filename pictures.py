@@ -1,0 +1,67 @@
+"""Drawing for people: crops on photos, labelled per-joint columns, joint peaks on a grey figure.
+
+New drawing code lives here (figures.py keeps the older helpers until the file reorganisation).
+Images are RGB uint8; coordinates follow figures.py (x right, y down, integers at pixel centres).
+"""
+import cv2
+import numpy as np
+
+from figures import FRAME_RATIO, joint_colour
+
+
+def draw_crop(image, bbox, thickness=1, frame_ratio=FRAME_RATIO):
+    """Copy of `image` with the figure's box (solid) and the square the model saw around it
+    (the box's longer side plus a frame of frame_ratio on each side; dotted), both yellow."""
+    out = np.ascontiguousarray(image).copy()
+    x, y, w, h = (float(v) for v in bbox)
+    colour = (255, 210, 0)
+    cv2.rectangle(out, (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h))), colour,
+                  thickness, cv2.LINE_8)
+    half = max(w, h) * (0.5 + frame_ratio)
+    cx, cy = x + w / 2, y + h / 2
+    corners = [(cx - half, cy - half), (cx + half, cy - half), (cx + half, cy + half), (cx - half, cy + half)]
+    step = max(4.0, 6.0 * thickness)
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:] + corners[:1]):
+        n = max(1, int(np.hypot(x1 - x0, y1 - y0) / step))
+        for k in range(0, n, 2):                        # every other segment: a dotted line
+            a, b = k / n, min(1.0, (k + 1) / n)
+            p = (int(round(x0 + a * (x1 - x0))), int(round(y0 + a * (y1 - y0))))
+            q = (int(round(x0 + b * (x1 - x0))), int(round(y0 + b * (y1 - y0))))
+            cv2.line(out, p, q, colour, thickness, cv2.LINE_8)
+    return out
+
+
+def label_columns(tiles_row, names, height=16):
+    """A white strip (height, W, 3) with each name centred over its column of tiles_row (H, W, 3),
+    the row being len(names) equal columns; joint names shortened to fit (l_, r_ for left_, right_)."""
+    width = tiles_row.shape[1]
+    tile = width // len(names)
+    strip = np.full((height, width, 3), 255, np.uint8)
+    for k, name in enumerate(names):
+        text = name.replace("left_", "l_").replace("right_", "r_")
+        scale = 0.33
+        while scale > 0.2 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > tile - 2:
+            scale -= 0.02
+        size = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0]
+        cv2.putText(strip, text, (k * tile + max(0, (tile - size[0]) // 2), height - 4), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
+def peaks_on_grey(image01, maps01, names, min_confidence=0.2):
+    """The figure in grey with each joint's predicted peak (maps (M, M, J) in [0, 1]) as a ring in the
+    joint's colour (left blue, right red, centre green), filled when its peak >= min_confidence.
+
+    image01: (S, S, 3) float in [0, 1]. Returns uint8 RGB (S, S, 3)."""
+    size = image01.shape[0]
+    grey = cv2.cvtColor((np.clip(image01, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    out = cv2.cvtColor((128 + grey // 2).astype(np.uint8), cv2.COLOR_GRAY2RGB)   # light grey figure
+    m = maps01.shape[0]
+    stride = size / m
+    radius = max(2, size // 48)
+    for j, name in enumerate(names):
+        v, u = np.unravel_index(np.argmax(maps01[..., j]), maps01.shape[:2])
+        centre = (int(round((u + 0.5) * stride - 0.5)), int(round((v + 0.5) * stride - 0.5)))
+        filled = maps01[v, u, j] >= min_confidence
+        cv2.circle(out, centre, radius, joint_colour(name), -1 if filled else 1, cv2.LINE_AA)
+    return out
