@@ -73,7 +73,8 @@ def run_fold(args, figures, sidecar, val_images, fold):
     seconds = time.time() - started
     gt = ["--coco-root", args.coco_root, "--split", args.split] if args.coco_root else []
     run(["evaluate.py", "--model", checkpoint, "--data", val_path, "--train-data", train_path,
-         "--out", os.path.join(out, "eval"), "--pictures", "8", "--quiet", *gt], os.path.join(out, "evaluate.log"))
+         "--out", os.path.join(out, "eval"), "--pictures", "8", "--compare-decoding", "--quiet", *gt],
+        os.path.join(out, "evaluate.log"))
     with open(os.path.join(out, "eval", "metrics.json")) as f:
         metrics = json.load(f)
     metrics["train_figures"] = int(len(train_idx))
@@ -100,6 +101,18 @@ def pooled(rows, key, baseline=False):
     weights = np.array([r["labelled_joints"] for r in rows], float)
     values = np.array([(r["baseline"] if baseline else r)[key] for r in rows], float)
     return float((weights * values).sum() / weights.sum())
+
+
+def decoding_table(rows):
+    """{variant: pooled PCK@0.1/0.2 and the folds' mean AP} of every decoding evaluate.py compared."""
+    table = {}
+    for variant in rows[0].get("decoding_comparison", {}):
+        scored = [{**r["decoding_comparison"][variant], "labelled_joints": r["labelled_joints"]} for r in rows]
+        table[variant] = {**{k: pooled(scored, k) for k in ("pck@0.1", "pck@0.2")},
+                          "fold_mean_ap": float(np.mean([s["ap"] for s in scored]))}
+        print(f"decoding {variant:>13}: PCK@0.1 {table[variant]['pck@0.1']:.3f}  PCK@0.2 "
+              f"{table[variant]['pck@0.2']:.3f}  AP {table[variant]['fold_mean_ap']:.3f} (mean of folds)")
+    return table
 
 
 def report(rows, seconds, ap):
@@ -155,6 +168,7 @@ def main():
               f"{rows[-1]['baseline']['pck@0.2']:.3f} ({time.time() - start:.0f} s)", flush=True)
     ap = pooled_ap(rows, args, figure_joint_names(figures))
     summary = report(rows, time.time() - start, ap[0])
+    summary["decoding"] = decoding_table(rows)
     if ap[1] is not None:
         summary["mean_pose_ap"] = ap[1]
     for r in rows:

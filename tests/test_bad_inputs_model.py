@@ -28,7 +28,7 @@ CASES = [
     Case("epochs 0", MD, RUN + ["--epochs", "0"], 2, r"argument --epochs: must be an integer >= 1, not '0'"),
     Case("epochs not a number", MD, RUN + ["--epochs", "ten"], 2, r"argument --epochs: must be an integer >= 1"),
     Case("batch-size 0", MD, RUN + ["--batch-size", "0"], 2, r"argument --batch-size: must be an integer >= 1"),
-    Case("lr negative", MD, RUN + ["--lr=-0.001"], 2, r"argument --lr: must be a finite number > 0, not '-0.001'"),
+    Case("lr negative", MD, RUN + ["--lr=-0.001"], 2, r"argument --lr: must be a finite number >= 0, not '-0.001'"),
     Case("lr 0", MD, RUN + ["--lr", "0"], 2, r"argument --lr: must be a finite number > 0"),
     Case("lr nan", MD, RUN + ["--lr", "nan"], 2, r"argument --lr: must be a finite number > 0"),
     Case("size not a multiple of 32", MD, RUN + ["--size", "48"], 2,
