@@ -93,9 +93,9 @@ def test_loss_falls_on_a_tiny_set(tiny_data):
 
 
 def test_learning_rate_rule_and_schedule_in_optimiser_steps():
-    """sqrt(batch) scaling from SimpleBaseline's 1e-3 at 128; small sets get --min-steps; warm-up then cosine."""
-    assert M.scaled_lr(128) == pytest.approx(1e-3) and M.scaled_lr(8) == pytest.approx(2.5e-4)
-    assert M.scaled_lr(32) == pytest.approx(5e-4)
+    """sqrt(batch) scaling from 5e-4 at batch 8; small sets get --min-steps; warm-up then cosine."""
+    assert M.scaled_lr(8) == pytest.approx(5e-4) and M.scaled_lr(32) == pytest.approx(1e-3)
+    assert M.scaled_lr(128) == pytest.approx(2e-3)
     assert M.epoch_steps(97, 8, 50, min_steps=2000) == 40           # 12 batches a pass, lengthened
     assert M.epoch_steps(150_000, 8, 50, min_steps=2000) == 18_750  # full COCO: one pass an epoch
     assert M.epoch_steps(97, 8, 50, min_steps=2000, steps=20) == 20  # --steps-per-epoch wins
@@ -112,7 +112,7 @@ def test_a_run_that_does_not_learn_says_so(tiny_data, tmp_path, capsys):
     """A learning rate of ~0 never leaves the untrained maps: one warning line a quarter of the way
     (after epoch 1 of 4), and the summary line gives val PCK@0.2 beside the baseline."""
     M.main(["--data", tiny_data, "--out", str(tmp_path / "run"), "--epochs", "4", "--steps-per-epoch", "2",
-            "--batch-size", "4", "--width", "0.25", "--lr", "1e-12", "--seed", "1", "--quiet"])
+            "--batch-size", "4", "--size", "64", "--width", "0.25", "--lr", "1e-12", "--seed", "1", "--quiet"])
     lines = capsys.readouterr().out.splitlines()
     warnings = [line for line in lines if line.startswith("warning: not learning")]
     assert len(warnings) == 1 and "after 1 of 4 epochs" in warnings[0]
