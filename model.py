@@ -622,9 +622,9 @@ class LearningCheck(keras.callbacks.Callback):
         if self.best is None or value > self.best[1]:
             self.best = self.last
         if epoch == quarter_epoch(self.epochs) and value < self.baseline:
-            print(f"warning: not learning: val PCK@0.2 {value:.3f} after {epoch + 1} of {self.epochs} epochs is "
-                  f"still below the mean-pose baseline {self.baseline:.3f}; check the data, or train longer "
-                  "(--min-steps) or at another --lr", flush=True)
+            print(f"warning: not learning yet: val PCK@0.2 {value:.3f} after {epoch + 1} of {self.epochs} epochs is "
+                  f"below the mean-pose baseline {self.baseline:.3f} (the summary line at the end says whether it "
+                  "catches up; if not: check the data, train longer with --min-steps, or try another --lr)", flush=True)
 
     def on_train_end(self, logs=None):
         if self.last is None:
