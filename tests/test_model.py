@@ -233,7 +233,9 @@ def test_resume_continues_the_same_run(tiny_data, tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     M.train(small_config(tiny_data, tmp_path / "unbroken"))
     unbroken = read_log(tmp_path / "unbroken")
-    np.testing.assert_allclose([float(r["loss"]) for r in rows], [float(r["loss"]) for r in unbroken], rtol=1e-3)
+    # not bit-exact on the CPU: 9e-4 apart at epoch 2 before issue 14, 3e-3 with SimpleBaseline's wider
+    # rotation and scale ranges (measured on this CPU)
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], [float(r["loss"]) for r in unbroken], rtol=5e-3)
     for name in ("best.keras", "last.keras", "curves.png", "eval/0002_heatmap.png",
                  "eval/0002_overlap.png", "eval/0002_img_GT.png", "eval/0002_heatmap_GT.png"):
         assert (out / name).exists(), name
@@ -286,9 +288,10 @@ def truncate_newest_backup(out):
 
 @pytest.fixture(scope="module")
 def two_epoch_run(tiny_data, tmp_path_factory):
-    """A finished 2-epoch run (backups after epoch 1 and 2) and its log rows."""
+    """A finished 2-epoch run (backups after epoch 1 and 2) and its log rows. A constant lr: the
+    resume below extends it to 3 epochs, which would stretch a cosine schedule over more steps."""
     out = tmp_path_factory.mktemp("two_epochs") / "run"
-    M.train(small_config(tiny_data, out, epochs=2))
+    M.train(small_config(tiny_data, out, epochs=2, lr_schedule="constant"))
     return out, read_log(out)
 
 
@@ -301,13 +304,14 @@ def test_resume_falls_back_to_the_last_complete_backup(damage, two_epoch_run, ti
     shutil.copytree(source, out)
     damage(out)
     capsys.readouterr()
-    M.train(small_config(tiny_data, out, epochs=3, resume=True))
+    M.train(small_config(tiny_data, out, epochs=3, resume=True, lr_schedule="constant"))
     notes = capsys.readouterr().out
     assert ("skipped the broken backup" in notes) == (damage is truncate_newest_backup), notes
     rows = read_log(out)
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    # resumed epochs are not bit-exact (see test_resume_continues_the_same_run): 3e-3 here, measured
     np.testing.assert_allclose([float(r["loss"]) for r in rows[:2]], [float(r["loss"]) for r in first_rows],
-                               rtol=1e-3)
+                               rtol=5e-3)
     assert [n for n, _ in M.Backup(str(out / "backup")).backups()] == [3, 2]
     assert not (out / "backup" / ("partial" + M.Backup.SUFFIX)).exists()
 
