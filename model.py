@@ -1059,7 +1059,8 @@ def build_parser():
                    help="concat frozen ImageNet features at the bottleneck (weights must be in "
                         "$KERAS_HOME/models, default ~/.keras/models)")
     p.add_argument("--init-weights", default=None,
-                   help="start from the weights of a .keras file of the same architecture (fine-tuning)")
+                   help="fine-tuning: start from the weights of a model.py .keras file of the same --arch, --size, "
+                        "--width and --depth (e.g. one trained on the synthetic sample); the schedule starts at step 0")
     p.add_argument("--loss", choices=("mse", "fg_mse"), default="fg_mse",
                    help="fg_mse: the original's per-joint MSE with foreground pixels weighted x10 (default); "
                         "mse: the original's plain loss, which collapses to all-background maps on short "
