@@ -31,11 +31,11 @@ from figures import figure_joint_names, flip_permutation, open_figures, white_bo
 
 @dataclass(frozen=True)
 class Augment:
-    """Augmentation ranges. The defaults follow the usual top-down pose recipes."""
+    """Augmentation ranges. The defaults are SimpleBaseline's (Xiao et al. 2018): flip, +-40 deg, +-30 % scale."""
     flip: float = 0.5            # probability of a horizontal flip (with left/right swap)
-    rotation: float = 30.0       # degrees, uniform in [-rotation, rotation]
-    scale_min: float = 0.75      # zoom factor range
-    scale_max: float = 1.25
+    rotation: float = 40.0       # degrees, uniform in [-rotation, rotation]
+    scale_min: float = 0.7       # zoom factor range
+    scale_max: float = 1.3
     shift: float = 0.05          # fraction of the input side, uniform in [-shift, shift]
     color_jitter: float = 0.0    # brightness/contrast/colour gains in [1 - j, 1 + j]
 

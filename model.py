@@ -25,6 +25,7 @@ import csv
 import importlib.util
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -69,6 +70,16 @@ from pictures import label_columns, peaks_on_grey
 
 PACKAGE = "figure_pose"
 LOSS_WEIGHTS = {"main": 10.0, "side": 5.0}  # the original's 10 * main + 5 * side1 + 5 * side2
+
+# The default recipe (README "Training defaults"): SimpleBaseline's (Xiao et al. 2018) Adam,
+# augmentation and sigma (2 map pixels), with a linear warm-up (mmpose's 500 iterations) and a
+# cosine decay over the run (RTMPose's shape). The peak lr is 5e-4 at a global batch of 8 (the
+# measured small-data lr) scaled by the square-root rule for Adam (Malladi et al. 2022; linear
+# scaling overshoots Adam at small batches): 2e-3 at SimpleBaseline's batch of 128.
+REFERENCE_LR, REFERENCE_BATCH = 5e-4, 8
+WARMUP_STEPS = 500         # linear warm-up steps from ~0 to the peak, at most a tenth of the run
+FINAL_LR_FRACTION = 0.05   # the cosine ends at this fraction of the peak
+MIN_STEPS = 2000           # optimiser steps a run takes at least (epochs are lengthened on small sets)
 
 # ----------------------------------------------------------------------------- layers
 
@@ -369,10 +380,42 @@ def make_trainer(network, batches, codec, loss="fg_mse"):
     return trainer
 
 
-def compile_model(trainer, lr: float, decay_steps: int = 0):
-    """Adam(lr, cosine decay over decay_steps if > 0); the loss is the trainer's own."""
-    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=0.05) if decay_steps else lr
-    trainer.compile(optimizer=keras.optimizers.Adam(schedule))
+def scaled_lr(batch_size: int) -> float:
+    """Default peak learning rate for a global batch: REFERENCE_LR x sqrt(batch / REFERENCE_BATCH)
+    (5e-4 at 8, 1e-3 at 32, 2e-3 at 128)."""
+    return REFERENCE_LR * math.sqrt(batch_size / REFERENCE_BATCH)
+
+
+def epoch_steps(figures: int, batch_size: int, epochs: int, min_steps: int = MIN_STEPS, steps: int = 0) -> int:
+    """Optimiser steps per epoch: `steps` if > 0, else one pass over `figures` (full batches),
+    lengthened so that all `epochs` take at least `min_steps` (a small set still converges)."""
+    if steps:
+        return steps
+    return max(1, figures // batch_size, math.ceil(min_steps / epochs))
+
+
+def warmup_steps(total_steps: int) -> int:
+    """Linear warm-up length: WARMUP_STEPS, at most a tenth of the run."""
+    return min(WARMUP_STEPS, total_steps // 10)
+
+
+def learning_rate(peak: float, total_steps: int, kind: str = "cosine"):
+    """The learning rate as a function of the optimiser step (so --resume continues it).
+
+    cosine: linear warm-up from peak / 1000 to `peak` over warmup_steps(total_steps), then
+    cosine decay to FINAL_LR_FRACTION x peak at total_steps; constant: `peak` throughout.
+    """
+    if kind == "constant":
+        return peak
+    warmup = warmup_steps(total_steps)
+    return keras.optimizers.schedules.CosineDecay(peak / 1000, max(1, total_steps - warmup), alpha=FINAL_LR_FRACTION,
+                                                  warmup_target=peak, warmup_steps=warmup)
+
+
+def compile_model(trainer, lr: float, total_steps: int = 0, kind: str = "cosine"):
+    """Adam with learning_rate(lr, total_steps, kind) (constant lr if total_steps is 0);
+    the loss is the trainer's own."""
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(lr, total_steps, kind if total_steps else "constant")))
     return trainer
 
 # ----------------------------------------------------------------------------- public API
@@ -596,6 +639,42 @@ class PlotCurves(keras.callbacks.Callback):
         plot_curves(os.path.join(self.out_dir, "log.csv"), os.path.join(self.out_dir, "curves.png"))
 
 
+def quarter_epoch(epochs: int) -> int:
+    """The epoch (0-based) that ends a quarter of the way through `epochs`: the learning check."""
+    return max(1, math.ceil(epochs / 4)) - 1
+
+
+class LearningCheck(keras.callbacks.Callback):
+    """Say when a run is not learning: one warning line if val PCK@0.2 is still below the
+    mean-pose baseline a quarter of the way through, and a summary line at the end of every
+    run with the final and best val PCK@0.2 beside the baseline."""
+
+    def __init__(self, baseline, epochs):
+        super().__init__()
+        self.baseline, self.epochs = baseline, epochs
+        self.last = self.best = None  # (epoch, val PCK@0.2)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_pck@0.2")
+        if value is None:
+            return
+        self.last = (epoch, float(value))
+        if self.best is None or value > self.best[1]:
+            self.best = self.last
+        if epoch == quarter_epoch(self.epochs) and value < self.baseline:
+            print(f"warning: not learning yet: val PCK@0.2 {value:.3f} after {epoch + 1} of {self.epochs} epochs is "
+                  f"below the mean-pose baseline {self.baseline:.3f} (the summary line at the end says whether it "
+                  "catches up; if not: check the data, train longer with --min-steps, or try another --lr)", flush=True)
+
+    def on_train_end(self, logs=None):
+        if self.last is None:
+            return
+        (epoch, value), (best_epoch, best) = self.last, self.best
+        verdict = "beats" if value > self.baseline else "does NOT beat"
+        print(f"summary: val PCK@0.2 {value:.3f} after {epoch + 1} epochs (best {best:.3f} at epoch {best_epoch + 1}) "
+              f"{verdict} the mean-pose baseline {self.baseline:.3f}", flush=True)
+
+
 class Backup(keras.callbacks.Callback):
     """The training state (weights, optimizer, epoch count) after every epoch, for --resume.
 
@@ -666,12 +745,13 @@ class Config:
     val_data: str | None = None
     epochs: int = 50
     batch_size: int = 8
-    lr: float = 2e-4
-    lr_schedule: str = "constant"
-    steps_per_epoch: int = 0
+    lr: float = 0.0            # 0: scaled_lr(batch_size)
+    lr_schedule: str = "cosine"
+    steps_per_epoch: int = 0   # 0: epoch_steps(...), at least min_steps in all
+    min_steps: int = MIN_STEPS
     arch: str = "simple"
-    size: int = 0
-    width: float = 1.0
+    size: int = 128
+    width: float = 0.5
     depth: int = 1
     backbone_features: str | None = None
     init_weights: str | None = None
@@ -700,11 +780,13 @@ def make_datasets(cfg: Config, shard=(0, 1)):
         if len(val_idx) == 0:
             raise InputError(f"--data {cfg.data}: its figures come from one image, so no validation images "
                              "can be split off; give --val-data")
+    figures = FigureFile(cfg.data).count if train_idx is None else len(train_idx)
+    steps = epoch_steps(figures, cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.steps_per_epoch)
     loader = dict(workers=cfg.workers, use_multiprocessing=cfg.workers > 1 and cfg.processes,
                   max_queue_size=max(10, 2 * cfg.workers))
     try:
         train = FigureBatches(cfg.data, train_idx, cfg.batch_size, cfg.size or None, augment=cfg.augment,
-                              seed=cfg.seed, steps=cfg.steps_per_epoch or None, shard=shard, **loader)
+                              seed=cfg.seed, steps=steps, shard=shard, **loader)
         val = FigureBatches(val_path, val_idx, cfg.batch_size, train.size, shuffle=False, **loader)
     except ValueError as err:  # e.g. a batch size the processes cannot share
         raise InputError(str(err)) from None
@@ -797,6 +879,7 @@ def make_callbacks(cfg: Config, train, val, baseline, backup, best=-np.inf):
         PlotCurves(out),
         EpochClock(cfg.epochs),
         *tensorboard(os.path.join(out, "tb")),
+        LearningCheck(baseline, cfg.epochs),
         backup,
     ]
 
@@ -932,8 +1015,9 @@ def train(cfg: Config, extra_callbacks=()):
         if cfg.init_weights:
             init_from(network, cfg.init_weights)
         trainer = make_trainer(network, val_ds, codec, cfg.loss)
-        decay = cfg.epochs * len(train_ds) if cfg.lr_schedule == "cosine" else 0
-        compile_model(trainer, cfg.lr, decay)
+        total_steps = cfg.epochs * len(train_ds)
+        lr = cfg.lr or scaled_lr(cfg.batch_size)
+        compile_model(trainer, lr, total_steps, cfg.lr_schedule)
         prepare_out_dir(cfg, facts)  # only now: a run refused above writes nothing
         write_split(cfg, train_ds, val_ds)
         start = backup.restore(trainer) if cfg.resume else 0
@@ -948,6 +1032,10 @@ def train(cfg: Config, extra_callbacks=()):
           f"{count_flops(network) / 1e9:.2f} GFLOPs per {train_ds.size}x{train_ds.size} figure; "
           f"{len(train_ds.indices)} training / {len(val_ds.indices)} validation figures; "
           f"mean-pose baseline val PCK@0.2 {baseline:.3f}", flush=True)
+    print(f"schedule: {cfg.epochs} epochs x {len(train_ds)} steps of {cfg.batch_size} = {total_steps} steps; "
+          f"Adam, peak lr {lr:.3g}" + (f" ({'--lr' if cfg.lr else 'sqrt-scaled to the batch'}), "
+          f"{warmup_steps(total_steps)} warm-up steps, cosine to {FINAL_LR_FRACTION:g} x peak"
+          if cfg.lr_schedule == "cosine" else ", constant"), flush=True)
     callbacks = make_callbacks(cfg, train_ds, val_ds, baseline, backup, best)
     fit_val = val_ds if cfg.distribute == "none" else val_ds.whole_batches((process, processes))
     return trainer.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, initial_epoch=start,
@@ -985,33 +1073,46 @@ def build_parser():
                    help="validation figures (same joints and canvas size as --data); omitted: hold out 20%% "
                         "of --data's images")
     p.add_argument("--out", default="runs/default", help="run folder for checkpoints, logs and pictures")
-    p.add_argument("--epochs", type=int_in(1), default=50, help="number of epochs (>= 1)")
-    p.add_argument("--batch-size", type=int_in(1), default=8, help="global batch size (>= 1)")
-    p.add_argument("--lr", type=number(0, above=True), default=2e-4, help="Adam learning rate (> 0)")
-    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
-                   help="constant lr, or cosine decay to 5%% over all epochs")
+    p.add_argument("--epochs", type=int_in(1), default=50,
+                   help="number of epochs (>= 1); on a small set each epoch is lengthened to reach --min-steps")
+    p.add_argument("--batch-size", type=int_in(1), default=8,
+                   help="global batch size (>= 1); the default --lr follows it")
+    p.add_argument("--lr", type=number(0), default=0.0,
+                   help=f"peak Adam learning rate (>= 0); 0: {REFERENCE_LR:g} x sqrt(batch / {REFERENCE_BATCH}) "
+                        "(square-root scaling with the global batch: 1e-3 at 32, 2e-3 at 128)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="cosine",
+                   help=f"cosine: linear warm-up over min({WARMUP_STEPS}, steps / 10) optimiser steps, then cosine "
+                        f"decay to {FINAL_LR_FRACTION:g} x the peak at the last step; constant: the peak throughout")
+    p.add_argument("--min-steps", type=int_in(0), default=MIN_STEPS,
+                   help="optimiser steps the whole run takes at least (>= 0): when one pass over --data per "
+                        "epoch is fewer, every epoch takes ceil(min-steps / epochs) batches")
     p.add_argument("--steps-per-epoch", type=int_in(0), default=0,
-                   help="batches per epoch (>= 0; 0: one full pass)")
+                   help="batches per epoch (>= 0; 0: one full pass, or more to reach --min-steps)")
     p.add_argument("--arch", choices=sorted(ARCH_CODECS), default="simple",
                    help="simple: maps at stride 4; original: the original network, maps at full size")
-    p.add_argument("--size", type=input_size, default=0,
-                   help="input size (a multiple of 32, >= 32; 0: the data's canvas size)")
-    p.add_argument("--width", type=number(0, above=True), default=1.0, help="channel multiplier (> 0)")
+    p.add_argument("--size", type=input_size, default=128,
+                   help="network input side in pixels (0: the data's canvas size, else a multiple of 32 >= 32); "
+                        "128 learns from a few hundred figures on a CPU, 256 is the usual full-COCO input")
+    p.add_argument("--width", type=number(0, above=True), default=0.5,
+                   help="channel multiplier (> 0; 0.5: 0.37 M parameters, 1: 1.47 M)")
     p.add_argument("--depth", type=int_in(1), default=1, help="residual blocks per stage (>= 1; scales depth)")
     p.add_argument("--backbone-features", choices=sorted(BACKBONES), default=None,
                    help="concat frozen ImageNet features at the bottleneck (weights must be in "
                         "$KERAS_HOME/models, default ~/.keras/models)")
     p.add_argument("--init-weights", default=None,
-                   help="start from the weights of a .keras file of the same architecture (fine-tuning)")
+                   help="fine-tuning: start from the weights of a model.py .keras file of the same --arch, --size, "
+                        "--width and --depth (e.g. one trained on the synthetic sample); the schedule starts at step 0")
     p.add_argument("--loss", choices=("mse", "fg_mse"), default="fg_mse",
                    help="fg_mse: the original's per-joint MSE with foreground pixels weighted x10 (default); "
                         "mse: the original's plain loss, which collapses to all-background maps on short "
                         "schedules (val PCK@0.1 0.01 vs 0.93 after the 8-epoch sample run)")
     p.add_argument("--flip", type=number(0, 1), default=0.5,
                    help="horizontal flip probability, in [0, 1] (with left/right swap)")
-    p.add_argument("--rotation", type=number(0), default=30.0, help="max rotation, degrees (>= 0)")
-    p.add_argument("--scale-min", type=number(0, above=True), default=0.75, help="min zoom factor (> 0)")
-    p.add_argument("--scale-max", type=number(0, above=True), default=1.25,
+    p.add_argument("--rotation", type=number(0), default=40.0,
+                   help="max rotation, degrees (>= 0; SimpleBaseline's +-40)")
+    p.add_argument("--scale-min", type=number(0, above=True), default=0.7,
+                   help="min zoom factor (> 0; SimpleBaseline's scale +-30%%)")
+    p.add_argument("--scale-max", type=number(0, above=True), default=1.3,
                    help="max zoom factor (> 0, >= --scale-min)")
     p.add_argument("--shift", type=number(0), default=0.05, help="max shift, fraction of the canvas side (>= 0)")
     p.add_argument("--color-jitter", type=number(0), default=0.0, help="colour jitter strength (>= 0; 0: off)")
@@ -1127,7 +1228,7 @@ def main(argv=None):
         args.flip, args.rotation, args.scale_min, args.scale_max, args.shift, args.color_jitter)
     cfg = Config(data=args.data, out=args.out, val_data=args.val_data, epochs=args.epochs,
                  batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
-                 steps_per_epoch=args.steps_per_epoch, arch=args.arch, size=args.size,
+                 steps_per_epoch=args.steps_per_epoch, min_steps=args.min_steps, arch=args.arch, size=args.size,
                  width=args.width, depth=args.depth, backbone_features=args.backbone_features,
                  init_weights=args.init_weights, loss=args.loss, augment=augment, seed=args.seed, resume=args.resume,
                  mixed_precision=args.mixed_precision, distribute=args.distribute,

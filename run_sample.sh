@@ -30,7 +30,7 @@ $PY coco_process.py --coco-root "$DATA/coco" --split val2017 --out "$DATA/coco_v
 step "3/5 training -> $RUN"
 rm -rf "$RUN"
 $PY model.py --data "$DATA/coco.npy" --val-data "$DATA/coco_val.npy" --out "$RUN" \
-    --size "$SIZE" --width 0.5 --epochs "$EPOCHS" --lr 5e-4 --lr-schedule cosine --quiet
+    --size "$SIZE" --width 0.5 --epochs "$EPOCHS" --lr 5e-4 --lr-schedule cosine --min-steps 0 --quiet
 
 step "4/5 evaluation -> $RUN/eval"
 $PY evaluate.py --model "$RUN/best.keras" --data "$DATA/coco_val.npy" --coco-root "$DATA/coco" \

@@ -3,15 +3,20 @@
     python coco_process.py --coco-root ../shared/data/coco-sample --out /tmp/real.npy \\
         --min-keypoints 1 --allow-multi-polygon --examples 0
     python benchmarks/bench_real_slice.py --data /tmp/real.npy --out /tmp/real_cv \\
-        -- --size 128 --width 0.5 --epochs 60 --steps-per-epoch 20 --lr 5e-4 --lr-schedule cosine
+        --coco-root ../shared/data/coco-sample          # model.py's defaults
+    python benchmarks/bench_real_slice.py --data /tmp/real.npy --out /tmp/real_cv_small \\
+        --coco-root ../shared/data/coco-sample -- --size 128 --width 0.5   # any model.py flags after --
 
 Why k-fold: a slice of 130 images holds out only a handful of figures per split, so one
 split's PCK moves by several points with the seed. Here the *images* are cut into --folds
 groups; each fold trains `model.py` on the figures of the other images and scores its
 last checkpoint with `evaluate.py` on the figures of its own images that have at least
 --val-min-keypoints labelled joints. The mean-pose baseline of every fold comes from that
-fold's training figures. Pooled numbers weight every labelled validation joint equally.
-Arguments after `--` go to model.py unchanged.
+fold's training figures. Pooled PCK weights every labelled validation joint equally;
+pooled AP is one COCOeval over all folds' predictions against the original annotations
+(--coco-root; without it, each fold's approximate AP from the figures, averaged).
+Arguments after `--` go to model.py unchanged. --reuse scores folds trained before again
+(e.g. with --coco-root) without training them.
 """
 import argparse
 import json
@@ -25,7 +30,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from figures import open_figures, read_sidecar  # noqa: E402
+from figures import figure_joint_names, open_figures, read_sidecar  # noqa: E402
 
 
 def image_folds(image_ids, folds, seed):
@@ -60,15 +65,35 @@ def run_fold(args, figures, sidecar, val_images, fold):
     train_path, val_path = os.path.join(out, "train.npy"), os.path.join(out, "val.npy")
     write_subset(figures, train_idx, train_path, sidecar)
     write_subset(figures, val_idx, val_path, sidecar)
-    run(["model.py", "--data", train_path, "--val-data", val_path, "--out", os.path.join(out, "run"),
-         "--seed", str(args.seed), "--quiet", *args.model_args], os.path.join(out, "train.log"))
-    run(["evaluate.py", "--model", os.path.join(out, "run", args.checkpoint), "--data", val_path,
-         "--train-data", train_path, "--out", os.path.join(out, "eval"), "--pictures", "8", "--quiet"],
+    started = time.time()
+    checkpoint = os.path.join(out, "run", args.checkpoint)
+    if not (args.reuse and os.path.exists(checkpoint)):
+        run(["model.py", "--data", train_path, "--val-data", val_path, "--out", os.path.join(out, "run"),
+             "--seed", str(args.seed), "--quiet", *args.model_args], os.path.join(out, "train.log"))
+    seconds = time.time() - started
+    gt = ["--coco-root", args.coco_root, "--split", args.split] if args.coco_root else []
+    run(["evaluate.py", "--model", checkpoint, "--data", val_path, "--train-data", train_path,
+         "--out", os.path.join(out, "eval"), "--pictures", "8", "--compare-decoding", "--quiet", *gt],
         os.path.join(out, "evaluate.log"))
     with open(os.path.join(out, "eval", "metrics.json")) as f:
         metrics = json.load(f)
     metrics["train_figures"] = int(len(train_idx))
+    metrics["train_seconds"] = round(seconds)
+    metrics["annotation_ids"] = [int(a) for a in figures["annotation_id"][val_idx]]
+    with open(os.path.join(out, "eval", f"keypoints_{metrics['split']}_results.json")) as f:
+        metrics["results"] = json.load(f)
     return metrics
+
+
+def pooled_ap(rows, args, names):
+    """COCO AP over all folds' predictions at once against the original annotations (--coco-root),
+    else the mean of the folds' approximate APs (ground truth rebuilt from the figures)."""
+    if not args.coco_root:
+        return float(np.mean([r["ap"] for r in rows])), float(np.mean([r["baseline"]["ap"] for r in rows]))
+    import evaluate
+    annotations = evaluate.load_annotations(args.coco_root, args.split)
+    gt = evaluate.gt_dataset_from_annotations(annotations, sum((r["annotation_ids"] for r in rows), []), names)
+    return evaluate.coco_keypoint_eval(gt, sum((r["results"] for r in rows), []), names)[0]["ap"], None
 
 
 def pooled(rows, key, baseline=False):
@@ -78,7 +103,19 @@ def pooled(rows, key, baseline=False):
     return float((weights * values).sum() / weights.sum())
 
 
-def report(rows, seconds):
+def decoding_table(rows):
+    """{variant: pooled PCK@0.1/0.2 and the folds' mean AP} of every decoding evaluate.py compared."""
+    table = {}
+    for variant in rows[0].get("decoding_comparison", {}):
+        scored = [{**r["decoding_comparison"][variant], "labelled_joints": r["labelled_joints"]} for r in rows]
+        table[variant] = {**{k: pooled(scored, k) for k in ("pck@0.1", "pck@0.2")},
+                          "fold_mean_ap": float(np.mean([s["ap"] for s in scored]))}
+        print(f"decoding {variant:>13}: PCK@0.1 {table[variant]['pck@0.1']:.3f}  PCK@0.2 "
+              f"{table[variant]['pck@0.2']:.3f}  AP {table[variant]['fold_mean_ap']:.3f} (mean of folds)")
+    return table
+
+
+def report(rows, seconds, ap):
     """Print per-fold and pooled PCK of the network and of the mean pose; returns the pooled dict."""
     print(f"\n{'fold':>4} {'train':>6} {'val':>4} {'joints':>6} | {'PCK@0.1':>7} {'PCK@0.2':>7} | "
           f"{'mean pose @0.1':>14} {'@0.2':>6}")
@@ -89,11 +126,13 @@ def report(rows, seconds):
     summary = {k: pooled(rows, k) for k in ("pck@0.05", "pck@0.1", "pck@0.2")}
     summary.update({f"mean_pose_{k}": pooled(rows, k, True) for k in ("pck@0.05", "pck@0.1", "pck@0.2")})
     summary.update(figures=sum(r["figures"] for r in rows), labelled_joints=sum(r["labelled_joints"] for r in rows),
-                   seconds=round(seconds))
+                   ap=ap, folds_beating_baseline=sum(r["pck@0.2"] > r["baseline"]["pck@0.2"] for r in rows),
+                   train_seconds=sum(r["train_seconds"] for r in rows), seconds=round(seconds))
     print(f"pooled over {summary['figures']} validation figures ({summary['labelled_joints']} joints): "
           f"PCK@0.2 {summary['pck@0.2']:.3f} vs mean pose {summary['mean_pose_pck@0.2']:.3f}; "
-          f"PCK@0.1 {summary['pck@0.1']:.3f} vs {summary['mean_pose_pck@0.1']:.3f} "
-          f"({seconds / 60:.1f} min)")
+          f"PCK@0.1 {summary['pck@0.1']:.3f} vs {summary['mean_pose_pck@0.1']:.3f}; AP {ap:.3f} "
+          f"({summary['folds_beating_baseline']} of {len(rows)} folds beat the mean pose at 0.2; "
+          f"training {summary['train_seconds'] / 60:.1f} min, all {seconds / 60:.1f} min)")
     return summary
 
 
@@ -109,16 +148,31 @@ def main():
                    help="checkpoint scored per fold; best.keras is picked on the same validation "
                         "figures, so its score is optimistic")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and of model.py")
+    p.add_argument("--coco-root", default=None,
+                   help="COCO folder of --data (annotations/person_keypoints_<split>.json) for AP against the "
+                        "original annotations, pooled over the folds; omitted: approximate AP per fold, averaged")
+    p.add_argument("--split", default="train2017", help="COCO split of --data (with --coco-root)")
+    p.add_argument("--max-folds", type=int, default=0,
+                   help="run only the first N of the --folds folds (0: all); a quicker, noisier estimate")
+    p.add_argument("--reuse", action="store_true",
+                   help="do not train a fold whose run/CHECKPOINT exists; score it again")
     p.add_argument("model_args", nargs="*", help="after --: arguments for model.py")
     args = p.parse_args()
     figures = open_figures(args.data)
     sidecar = read_sidecar(args.data)
     start, rows = time.time(), []
-    for fold, val_images in enumerate(image_folds(figures["image_id"], args.folds, args.seed)):
+    folds = image_folds(figures["image_id"], args.folds, args.seed)
+    for fold, val_images in enumerate(folds[:args.max_folds or None]):
         rows.append(run_fold(args, figures, sidecar, val_images, fold))
         print(f"fold {fold}: PCK@0.2 {rows[-1]['pck@0.2']:.3f} vs mean pose "
               f"{rows[-1]['baseline']['pck@0.2']:.3f} ({time.time() - start:.0f} s)", flush=True)
-    summary = report(rows, time.time() - start)
+    ap = pooled_ap(rows, args, figure_joint_names(figures))
+    summary = report(rows, time.time() - start, ap[0])
+    summary["decoding"] = decoding_table(rows)
+    if ap[1] is not None:
+        summary["mean_pose_ap"] = ap[1]
+    for r in rows:
+        del r["results"], r["annotation_ids"]
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"args": vars(args), "pooled": summary, "folds": rows}, f, indent=1)
 

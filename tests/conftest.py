@@ -40,3 +40,13 @@ def synthetic_coco(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic") / "coco"
     make_synthetic_coco(str(root), n_images=60, split="train2017", seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_figures(synthetic_coco, tmp_path_factory):
+    """coco.npy of the 60-image synthetic sample (coco_process.py defaults), made once per session."""
+    out = tmp_path_factory.mktemp("synthetic_npy") / "coco.npy"
+    result = run_script(REPO / "coco_process.py", "--coco-root", synthetic_coco, "--out", out,
+                        "--allow-multi-polygon", "--examples", 0, "--quiet", "--workers", 2)
+    assert result.returncode == 0, result.stderr
+    return out

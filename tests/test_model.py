@@ -30,7 +30,7 @@ def tiny_data(tmp_path_factory):
 
 
 def small_config(data, out, **kw):
-    base = dict(data=data, out=str(out), epochs=3, batch_size=4, width=0.25, seed=1,
+    base = dict(data=data, out=str(out), epochs=3, batch_size=4, size=0, width=0.25, seed=1,
                 steps_per_epoch=2, verbose=0)
     return M.Config(**{**base, **kw})
 
@@ -90,6 +90,52 @@ def test_loss_falls_on_a_tiny_set(tiny_data):
     trainer, batches = make_trainer(tiny_data)
     losses = [trainer.train_on_batch(batches[0])[0] for _ in range(15)]
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_learning_rate_rule_and_schedule_in_optimiser_steps():
+    """sqrt(batch) scaling from 5e-4 at batch 8; small sets get --min-steps; warm-up then cosine."""
+    assert M.scaled_lr(8) == pytest.approx(5e-4) and M.scaled_lr(32) == pytest.approx(1e-3)
+    assert M.scaled_lr(128) == pytest.approx(2e-3)
+    assert M.epoch_steps(97, 8, 50, min_steps=2000) == 40           # 12 batches a pass, lengthened
+    assert M.epoch_steps(150_000, 8, 50, min_steps=2000) == 18_750  # full COCO: one pass an epoch
+    assert M.epoch_steps(97, 8, 50, min_steps=2000, steps=20) == 20  # --steps-per-epoch wins
+    assert M.warmup_steps(2000) == 200 and M.warmup_steps(100_000) == 500
+    lr = M.learning_rate(1e-3, 2000)
+    at = [float(lr(step)) for step in (0, 100, 200, 1100, 2000)]
+    assert at[0] == pytest.approx(1e-6) and at[1] == pytest.approx(5.005e-4, rel=1e-3)
+    assert at[2] == pytest.approx(1e-3) and at[3] == pytest.approx(0.525e-3, rel=1e-3)  # half way down the cosine
+    assert at[4] == pytest.approx(5e-5)
+    assert M.learning_rate(1e-3, 2000, "constant") == 1e-3
+
+
+def test_a_run_that_does_not_learn_says_so(tiny_data, tmp_path, capsys):
+    """A learning rate of ~0 never leaves the untrained maps: one warning line a quarter of the way
+    (after epoch 1 of 4), and the summary line gives val PCK@0.2 beside the baseline."""
+    M.main(["--data", tiny_data, "--out", str(tmp_path / "run"), "--epochs", "4", "--steps-per-epoch", "2",
+            "--batch-size", "4", "--size", "64", "--width", "0.25", "--lr", "1e-12", "--seed", "1", "--quiet"])
+    lines = capsys.readouterr().out.splitlines()
+    warnings = [line for line in lines if line.startswith("warning: not learning yet: val PCK@0.2")]
+    assert len(warnings) == 1 and "after 1 of 4 epochs" in warnings[0]
+    rows = read_log(tmp_path / "run")
+    final, baseline = float(rows[-1]["val_pck@0.2"]), float(rows[-1]["baseline_pck@0.2"])
+    assert final < baseline
+    assert f"summary: val PCK@0.2 {final:.3f} after 4 epochs" in lines[-1]
+    assert f"does NOT beat the mean-pose baseline {baseline:.3f}" in lines[-1]
+
+
+def test_default_recipe_beats_the_mean_pose_on_the_synthetic_sample(synthetic_figures, tmp_path, capsys):
+    """The defaults (sqrt-scaled lr, warm-up + cosine, --min-steps, SimpleBaseline's augmentation),
+    scaled down only in input size and length to fit a test (64 px, 6 epochs, --min-steps 480): the
+    held-out val PCK@0.2 beats the mean pose (0.884 on these regular figures) and the summary says so."""
+    out = tmp_path / "run"
+    M.main(["--data", str(synthetic_figures), "--out", str(out), "--size", "64", "--epochs", "6",
+            "--min-steps", "480", "--quiet"])
+    text = capsys.readouterr().out
+    assert "6 epochs x 80 steps of 8 = 480 steps; Adam, peak lr 0.0005" in text
+    rows = read_log(out)
+    final, baseline = float(rows[-1]["val_pck@0.2"]), float(rows[-1]["baseline_pck@0.2"])
+    assert final > baseline + 0.01, (final, baseline)  # 0.910 vs 0.884 on 2 CPU cores
+    assert f"summary: val PCK@0.2 {final:.3f} after 6 epochs" in text and "beats the mean-pose baseline" in text
 
 
 def test_save_load_same_predictions(tmp_path):
@@ -187,7 +233,9 @@ def test_resume_continues_the_same_run(tiny_data, tmp_path):
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
     M.train(small_config(tiny_data, tmp_path / "unbroken"))
     unbroken = read_log(tmp_path / "unbroken")
-    np.testing.assert_allclose([float(r["loss"]) for r in rows], [float(r["loss"]) for r in unbroken], rtol=1e-3)
+    # not bit-exact on the CPU: 9e-4 apart at epoch 2 before issue 14, 3e-3 with SimpleBaseline's wider
+    # rotation and scale ranges (measured on this CPU)
+    np.testing.assert_allclose([float(r["loss"]) for r in rows], [float(r["loss"]) for r in unbroken], rtol=5e-3)
     for name in ("best.keras", "last.keras", "curves.png", "eval/0002_heatmap.png",
                  "eval/0002_overlap.png", "eval/0002_img_GT.png", "eval/0002_heatmap_GT.png"):
         assert (out / name).exists(), name
@@ -240,9 +288,10 @@ def truncate_newest_backup(out):
 
 @pytest.fixture(scope="module")
 def two_epoch_run(tiny_data, tmp_path_factory):
-    """A finished 2-epoch run (backups after epoch 1 and 2) and its log rows."""
+    """A finished 2-epoch run (backups after epoch 1 and 2) and its log rows. A constant lr: the
+    resume below extends it to 3 epochs, which would stretch a cosine schedule over more steps."""
     out = tmp_path_factory.mktemp("two_epochs") / "run"
-    M.train(small_config(tiny_data, out, epochs=2))
+    M.train(small_config(tiny_data, out, epochs=2, lr_schedule="constant"))
     return out, read_log(out)
 
 
@@ -255,13 +304,14 @@ def test_resume_falls_back_to_the_last_complete_backup(damage, two_epoch_run, ti
     shutil.copytree(source, out)
     damage(out)
     capsys.readouterr()
-    M.train(small_config(tiny_data, out, epochs=3, resume=True))
+    M.train(small_config(tiny_data, out, epochs=3, resume=True, lr_schedule="constant"))
     notes = capsys.readouterr().out
     assert ("skipped the broken backup" in notes) == (damage is truncate_newest_backup), notes
     rows = read_log(out)
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    # resumed epochs are not bit-exact (see test_resume_continues_the_same_run): 3e-3 here, measured
     np.testing.assert_allclose([float(r["loss"]) for r in rows[:2]], [float(r["loss"]) for r in first_rows],
-                               rtol=1e-3)
+                               rtol=5e-3)
     assert [n for n, _ in M.Backup(str(out / "backup")).backups()] == [3, 2]
     assert not (out / "backup" / ("partial" + M.Backup.SUFFIX)).exists()
 
