@@ -66,7 +66,7 @@ from confidence_maps import ARCH_CODECS, ConfidenceMapCodec
 from figure_dataset import NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile, split_by_image
 from figures import heat_image, joint_names, summed_maps
 from metrics import figure_norm_size, mean_pose, pck
-from pictures import label_columns, peaks_on_grey
+from pictures import label_columns, peaks_on_grey, save_plot, save_png
 
 PACKAGE = "figure_pose"
 LOSS_WEIGHTS = {"main": 10.0, "side": 5.0}  # the original's 10 * main + 5 * side1 + 5 * side2
@@ -473,8 +473,7 @@ def write_eval_pngs(out_dir, epoch, images, gt01, pred01):
     """The original's per-epoch pictures of a fixed batch: images (B, S, S, 3) uint8, maps (B, M, M, J)."""
     os.makedirs(out_dir, exist_ok=True)
     size, cols = images.shape[1], min(4, len(images))
-    save = lambda name, rgb: cv2.imwrite(os.path.join(out_dir, f"{epoch:04d}_{name}.png"),  # noqa: E731
-                                         cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    save = lambda name, rgb: save_png(os.path.join(out_dir, f"{epoch:04d}_{name}.png"), rgb)  # noqa: E731
     save("img_GT", grid(list(images), cols))
     save("heatmap_GT", grid([heat_image(summed_maps(m), size) for m in gt01], cols))
     names = joint_names(pred01.shape[-1])
@@ -509,7 +508,7 @@ def plot_curves(csv_path, png_path):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=80)
+    save_plot(png_path, fig, dpi=80)
     plt.close(fig)
 
 # ----------------------------------------------------------------------------- callbacks

@@ -3,6 +3,9 @@
 New drawing code lives here (figures.py keeps the older helpers until the file reorganisation).
 Images are RGB uint8; coordinates follow figures.py (x right, y down, integers at pixel centres).
 """
+import io
+import os
+
 import cv2
 import numpy as np
 
@@ -65,3 +68,26 @@ def peaks_on_grey(image01, maps01, names, min_confidence=0.2):
         filled = maps01[v, u, j] >= min_confidence
         cv2.circle(out, centre, radius, joint_colour(name), -1 if filled else 1, cv2.LINE_AA)
     return out
+
+
+def write_bytes_atomic(path, data: bytes):
+    """Write `data` to `path` through `<path>.partial` and a rename: a kill never leaves half a picture."""
+    tmp = path + ".partial"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def save_png(path, rgb):
+    """An RGB uint8 image (H, W, 3) as a PNG, atomically; OSError if it cannot be encoded or written."""
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"cannot encode {path} as PNG")
+    write_bytes_atomic(path, png.tobytes())
+
+
+def save_plot(path, fig, dpi=80):
+    """A matplotlib figure as a PNG, atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    write_bytes_atomic(path, buffer.getvalue())

@@ -1,5 +1,8 @@
 """Pictures a person can read: named per-joint columns, joint peaks in their colours on a grey
 figure, the crop on photos, curves counted from epoch 1 with integer ticks."""
+import os
+
+import cv2
 import numpy as np
 
 from figures import joint_colour, joint_names
@@ -52,3 +55,13 @@ def test_epoch_pictures_and_curves(tmp_path, monkeypatch):
     assert list(axes_loss.get_lines()[0].get_xdata()) == [1, 2]
     ticks = [t for t in axes_loss.get_xticks() if 1 <= t <= 2]
     assert ticks == [1, 2]
+
+
+def test_save_png_round_trips_and_leaves_no_partial(tmp_path):
+    from pictures import save_png
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    path = str(tmp_path / "x.png")
+    save_png(path, rgb)
+    back = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(back, rgb)
+    assert os.listdir(tmp_path) == ["x.png"]
