@@ -988,7 +988,7 @@ def run_inference(args, model, predict, boxes=None):
           + f"; wrote {os.path.join(args.out, 'predictions.json')} and {len(entries)} overlays")
     unmasked = sum(not f["masked"] for e in entries for f in e["figures"])
     if unmasked:
-        print(f"note: {unmasked} figure{'s' if unmasked > 1 else ''} without a person mask keep their photo background inside the box, "
+        print(f"note: figures without a person mask: {unmasked}; they keep the photo's background inside the box, "
               f"while every training figure is on white; {UNMASKED_COST}")
     return summary
 

@@ -332,7 +332,7 @@ def test_photo_set_boxes_from_csv_and_json_no_silent_overwrite(tiny_model, synth
     predictions = json.loads((out / "predictions.json").read_text())
     assert [len(e["figures"]) for e in predictions["images"]] == [2, 1]
     assert predictions["images"][0]["figures"][1]["bbox"] == [40, 20, 50, 70]
-    assert "note: 3 figures without a person mask" in printed
+    assert "note: figures without a person mask: 3;" in printed
     overlay = cv2.cvtColor(cv2.imread(str(out / predictions["images"][1]["overlay"])), cv2.COLOR_BGR2RGB)
     edge = overlay[30:80, 5].astype(int)                      # the box's left edge, x = 5: yellow
     assert (np.abs(edge - [255, 210, 0]).sum(-1) < 90).mean() > 0.5
