@@ -43,7 +43,7 @@ from figures import (COCO_OKS_SIGMAS, JOINT_SETS, apply_affine, bbox_mask, canva
                      draw_skeleton, heat_image, read_sidecar, render_figure, summed_maps)
 from inference import ExportError, is_exported, load_exported, predict_exported
 from metrics import figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
-from pictures import draw_crop
+from pictures import draw_crop, save_png
 
 THRESHOLDS = (0.05, 0.1, 0.2)
 REFINES = ("dark", "quarter", "none")
@@ -394,11 +394,11 @@ def write_json(path, obj, indent=2):
 
 
 def write_png(path, rgb):
-    """An RGB uint8 image as a PNG, atomically (cv2.imwrite would fail silently)."""
-    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise InputError(f"cannot encode {path} as PNG")
-    write_atomic(path, png.tobytes())
+    """An RGB uint8 image as a PNG, atomically (pictures.save_png); a failure is one InputError line."""
+    try:
+        save_png(path, rgb)
+    except OSError as err:
+        raise InputError(f"cannot write {path} ({err.strerror or err})") from None
 
 
 def load_figures_checked(path, flag="--data"):
