@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from cli import HelpFormatter, InputError, OneLineParser, check_out_dir, int_in, number, progress, split_name
-from coco_process import load_coco_annotations
+from coco_io import PERSON_CATEGORY_ID, annotation_path, load_coco_annotations, person_mask, read_image
 from confidence_maps import (codec_of_model, dequantise_maps, flip_maps, quantise_maps,
                              render_confidence_maps)
 from figures import (COCO_OKS_SIGMAS, JOINT_SETS, apply_affine, bbox_mask, canvas_image, coco_indices,
@@ -48,7 +48,6 @@ from pictures import draw_crop, save_png
 THRESHOLDS = (0.05, 0.1, 0.2)
 REFINES = ("dark", "quarter", "none")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm", ".pgm", ".ppm")
-PERSON_CATEGORY_ID = 1
 CHUNK = 64  # figures decoded per step (bounded memory on any dataset size)
 # what an unmasked crop costs, measured (README, "Your own images"); printed with --images
 UNMASKED_COST = ("on 57 real COCO persons the demo model's PCK@0.1 falls from 0.45 masked to 0.25 unmasked "
@@ -409,8 +408,8 @@ def load_figures_checked(path, flag="--data"):
 
 
 def load_annotations(coco_root, split):
-    """The split's COCO keypoint JSON (validated by coco_process.load_coco_annotations)."""
-    path = os.path.join(coco_root, "annotations", f"person_keypoints_{split}.json")
+    """The split's COCO keypoint JSON (validated by coco_io.load_coco_annotations)."""
+    path = annotation_path(coco_root, split)
     try:
         return load_coco_annotations(path)
     except InputError as err:
@@ -665,7 +664,7 @@ def run_evaluation(args, model=None, predict=None):
     if args.coco_root:
         annotations = load_annotations(args.coco_root, split)
         gt_dataset = gt_dataset_from_annotations(annotations, meta["annotation_id"], names)
-        gt_source = f"{args.coco_root}/annotations/person_keypoints_{split}.json"
+        gt_source = annotation_path(args.coco_root, split)
     else:
         gt_dataset = gt_dataset_from_figures(meta["image_id"], meta["annotation_id"], meta["bbox"],
                                              gt_original(meta["keypoints"], meta["affine"]), names)
@@ -845,37 +844,6 @@ def annotation_problem(ann):
     return "has a segmentation that is neither polygons (lists of x, y, ...) nor RLE {counts, size}"
 
 
-def annotation_mask(ann, height, width):
-    """Person mask of a COCO annotation (polygons or RLE), or None if it has no segmentation.
-
-    Raises ValueError if pycocotools cannot decode it (it raises bare Exceptions for bad input).
-    """
-    from pycocotools import mask as mask_utils
-    seg = ann.get("segmentation")
-    if not seg:
-        return None
-    try:
-        if isinstance(seg, list):
-            rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-        elif isinstance(seg.get("counts"), list):
-            rle = mask_utils.frPyObjects(seg, height, width)
-        else:
-            rle = seg
-        return mask_utils.decode(rle)
-    except Exception as err:  # noqa: BLE001 - pycocotools' own errors are plain Exception
-        raise ValueError(f"unreadable segmentation ({err})") from None
-
-
-def read_image(path):
-    """RGB uint8 image, or None if the file cannot be read or decoded."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    except (OSError, cv2.error):
-        return None
-    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def check_crop(bbox, mask, height, width):
     """ValueError if the figure box shows nothing of the image: its canvas would be blank, and the
     model answers a blank canvas with confident keypoints."""
@@ -904,7 +872,7 @@ def crops_for(image, file_name, bbox, boxes):
     crops, skipped = [], []
     for bb, ann, source in wanted:
         try:
-            mask = annotation_mask(ann, height, width) if ann is not None else None
+            mask = person_mask(ann, height, width) if ann is not None else None
             check_crop(bb, mask, height, width)
         except ValueError as err:
             name = f"annotation {ann.get('id', '')}".strip() if ann is not None else source
@@ -946,7 +914,7 @@ def run_inference(args, model, predict, boxes=None):
     bar = progress(len(files), "images", "img", args.quiet)
     for path in files:
         bar.update(1)
-        image = read_image(path)
+        image, _ = read_image(path)
         if image is None:
             unreadable.append(path)
             continue
@@ -1066,10 +1034,13 @@ def exported_predictor(path):
 
 # ----------------------------------------------------------------------------- command line
 
-def import_model_lib():
-    """model.py (imports TensorFlow), without TensorFlow's start-up chatter on stderr."""
-    import model as model_lib  # silences the backend's start-up chatter itself
-    return model_lib
+def import_network():
+    """network.py, the backend started first without its start-up chatter (backend.start_keras):
+    only when a .keras model is needed, so other mistakes fail fast without TensorFlow."""
+    import backend
+    backend.start_keras()
+    import network
+    return network
 
 
 def load_model_checked(path):
@@ -1084,9 +1055,9 @@ def load_model_checked(path):
         except ExportError as err:
             raise InputError(f"--model {err}") from None
     else:
-        model_lib = import_model_lib()
+        network = import_network()
         try:
-            model, predict = model_lib.load_trained_model(path), model_lib.predict_maps
+            model, predict = network.load_trained_model(path), network.predict_maps
         except (ValueError, OSError) as err:
             raise InputError(str(err)) from None
     n_joints = int(model.outputs[0].shape[-1])

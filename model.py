@@ -29,46 +29,24 @@ import math
 import os
 import shutil
 import sys
-import zipfile
 from dataclasses import asdict, dataclass, replace
 
 
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Silence file descriptor 2 for the duration: TensorFlow's C++ start-up log lines
-    (oneDNN, CUDA probing) go there before TF_CPP_MIN_LOG_LEVEL is read."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+import backend
 
+keras = backend.start_keras()  # a script: TensorFlow's start-up lines silenced before any keras import
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-with native_stderr_silenced():
-    import keras  # noqa: E402 - the backend (TensorFlow by default) starts here
-    if keras.backend.backend() == "tensorflow":
-        # Probe devices now, silenced: without a GPU driver the CUDA probe may log "failed
-        # call to cuInit" to fd 2. Not on JAX: its multi-process start must come first.
-        import tensorflow as tf
-        tf.config.list_physical_devices()
-
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from keras import layers, ops
+from keras import ops  # noqa: E402
 
 from cli import HelpFormatter, InputError, OneLineParser, check_out_dir, duration, int_in, number
 from confidence_maps import ARCH_CODECS, ConfidenceMapCodec
 from figure_dataset import NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile, split_by_image
 from figures import heat_image, joint_names, summed_maps
 from metrics import figure_norm_size, mean_pose, pck
+from network import BACKBONES, PACKAGE, backbone_weights, build_model, count_flops, load_trained_model
 from pictures import label_columns, peaks_on_grey, save_plot, save_png
 
-PACKAGE = "figure_pose"
 LOSS_WEIGHTS = {"main": 10.0, "side": 5.0}  # the original's 10 * main + 5 * side1 + 5 * side2
 
 # The default recipe (README "Training defaults"): SimpleBaseline's (Xiao et al. 2018) Adam,
@@ -80,222 +58,6 @@ REFERENCE_LR, REFERENCE_BATCH = 5e-4, 8
 WARMUP_STEPS = 500         # linear warm-up steps from ~0 to the peak, at most a tenth of the run
 FINAL_LR_FRACTION = 0.05   # the cosine ends at this fraction of the peak
 MIN_STEPS = 2000           # optimiser steps a run takes at least (epochs are lengthened on small sets)
-
-# ----------------------------------------------------------------------------- layers
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class DepthToSpace(layers.Layer):
-    """Sub-pixel upsampling: (B, H, W, 4C) -> (B, 2H, 2W, C) (pixel shuffle)."""
-
-    def __init__(self, block_size: int = 2, **kwargs):
-        super().__init__(**kwargs)
-        self.block_size = block_size
-
-    def call(self, x):
-        return ops.depth_to_space(x, self.block_size, data_format="channels_last")
-
-    def compute_output_shape(self, shape):
-        b = self.block_size
-        return (shape[0], shape[1] and shape[1] * b, shape[2] and shape[2] * b, shape[3] // (b * b))
-
-    def get_config(self):
-        return {**super().get_config(), "block_size": self.block_size}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class CaffeInput(layers.Layer):
-    """[-1, 1] RGB (B, H, W, 3) -> the BGR, mean-subtracted 0-255 input of keras ResNets."""
-
-    def call(self, x):
-        bgr = ops.flip((x + 1.0) * 127.5, axis=-1)
-        return bgr - ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
-
-
-def conv(x, filters: int, kernel: int = 1, stride: int = 1, name=None):
-    """Bias-free 'same' convolution (B, H, W, C) -> (B, H/stride, W/stride, filters)."""
-    return layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
-
-
-def bn_act(x):
-    """BatchNorm then LeakyReLU(0.2), the pre-activation of every conv in a block."""
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
-    return layers.LeakyReLU(negative_slope=0.2)(x)
-
-
-def subpixel_conv(x, filters: int, kernel: int):
-    """Conv to 4 * filters channels then depth-to-space: (B, H, W, C) -> (B, 2H, 2W, filters)."""
-    return DepthToSpace(2)(conv(x, 4 * filters, kernel))
-
-
-def bottleneck(x, a: int, b: int, c: int, mode: str = "same", dropout: float = 0.0):
-    """Pre-activation bottleneck BN-LReLU-Conv1x1(a) -> 3x3(b) -> 1x1(c), plus shortcut.
-
-    mode: "same" (B, H, W, C) -> (B, H, W, c); "down" (3x3 at stride 2) -> (B, H/2, W/2, c);
-    "up" (3x3 sub-pixel conv) -> (B, 2H, 2W, c). The shortcut is the input when shapes
-    match, else a (strided / sub-pixel) 1x1 conv. Dropout (if any) follows the sum.
-    """
-    y = conv(bn_act(x), a, 1)
-    if mode == "up":
-        y = subpixel_conv(bn_act(y), b, 3)
-    else:
-        y = conv(bn_act(y), b, 3, stride=2 if mode == "down" else 1)
-    y = conv(bn_act(y), c, 1)
-    if mode == "up":
-        shortcut = subpixel_conv(x, c, 1)
-    elif mode == "down" or x.shape[-1] != c:
-        shortcut = conv(x, c, 1, stride=2 if mode == "down" else 1)
-    else:
-        shortcut = x
-    y = layers.Add()([y, shortcut])
-    return layers.Dropout(dropout)(y) if dropout else y
-
-
-def stage(x, c: int, blocks: int, mode: str = "same", ratio: int = 4, dropout: float = 0.0):
-    """One block of `mode` to c channels (bottleneck width c / ratio), then `blocks` - 1 Res blocks."""
-    a = max(4, c // ratio)
-    x = bottleneck(x, a, a, c, mode, dropout)
-    for _ in range(blocks - 1):
-        x = bottleneck(x, a, a, c)
-    return x
-
-
-def head(x, n_joints: int, upsample: int = 1, before: bool = False, name=None):
-    """1x1 conv to n_joints then tanh, upsampled x `upsample` (before the conv if `before`).
-
-    (B, H, W, C) -> (B, H*upsample, W*upsample, n_joints), float32 (also under mixed precision).
-    """
-    if upsample > 1 and before:  # the original's order (wasteful: a 1x1 conv at full size)
-        x = layers.UpSampling2D(upsample, interpolation="nearest")(x)
-    x = layers.Conv2D(n_joints, 1, use_bias=True)(x)
-    if upsample > 1 and not before:
-        x = layers.UpSampling2D(upsample, interpolation="bilinear")(x)
-    return layers.Activation("tanh", dtype="float32", name=name)(x)
-
-# ----------------------------------------------------------------------------- networks
-
-
-def widths(width: float, base):
-    """Channel counts `base` scaled by `width`, rounded to multiples of 8 (at least 8)."""
-    return [max(16, int(round(c * width / 8)) * 8) for c in base]
-
-
-def simple_network(inputs, n_joints: int, width: float, depth: int, features=None):
-    """(B, S, S, 3) -> [main (B, S/4, S/4, J), side (B, S/4, S/4, J) x 2].
-
-    Encoder 160 (stem) -> 80 -> 40 -> 20 -> 10, decoder back to 80 with U-Net skips;
-    side outputs from the 20 and 40 decoder stages, projected there, then upsampled.
-    """
-    c0, c80, c40, c20, c10 = widths(width, (16, 64, 128, 256, 256))
-    x = conv(inputs, c0, 3, stride=2)                            # S/2
-    e80 = stage(x, c80, depth + 1, "down")                        # S/4
-    e40 = stage(e80, c40, depth + 1, "down")                      # S/8
-    e20 = stage(e40, c20, depth + 1, "down")                      # S/16
-    x = stage(e20, c10, 2 * depth + 1, "down")                    # S/32
-    if features is not None:
-        x = layers.Concatenate()([x, features])
-        x = stage(x, c10, 1)
-    x = stage(x, c20, 1, "up", dropout=0.1)
-    x = stage(layers.Concatenate()([x, e20]), c20, depth)         # S/16
-    side20 = head(x, n_joints, 4, name="side_20")
-    x = stage(x, c40, 1, "up", dropout=0.1)
-    x = stage(layers.Concatenate()([x, e40]), c40, depth)         # S/8
-    side40 = head(x, n_joints, 2, name="side_40")
-    x = stage(x, c80, 1, "up", dropout=0.1)
-    x = stage(layers.Concatenate()([x, e80]), c80, depth + 1)     # S/4
-    return [head(x, n_joints, name="maps"), side20, side40]
-
-
-def original_network(inputs, n_joints: int, width: float, depth: int, features=None):
-    """The original generator (REFERENCE.md section 2): (B, S, S, 3) -> 3 x (B, S, S, J).
-
-    Encoder widths 32, 64, 128, 256, 256, 512 at S .. S/32, five sub-pixel Up stages back
-    to S with skips, side outputs after the S/16 and S/4 stages upsampled before their conv.
-    """
-    c = widths(width, (32, 64, 128, 256, 256, 256, 512, 16))
-    e1 = stage(bottleneck(inputs, c[0] // 4, c[0] // 4, c[0]), c[0], depth)       # S
-    skips = [e1]
-    for ch in c[1:5]:
-        skips.append(stage(skips[-1], ch, depth + 2, "down"))                        # S/2 .. S/16
-    x = bottleneck(skips[-1], c[5] // 2, c[5] // 2, c[5], "down")                    # S/32
-    for _ in range(2 * depth):
-        x = bottleneck(x, c[5] // 2, c[5] // 2, c[5])
-    if features is not None:
-        x = layers.Concatenate()([x, features])
-    for _ in range(4 * depth):
-        x = bottleneck(x, c[6] // 4, c[6] // 4, c[6])
-    outputs = {}
-    size = inputs.shape[1]
-    for ch, skip in zip((256, 256, 128, 64, 32), reversed(skips)):
-        ch = widths(width, (ch,))[0]
-        x = stage(x, ch, 1, "up", dropout=0.1)
-        x = stage(layers.Concatenate()([x, skip]), ch, 2 * depth)
-        if skip.shape[1] in (size // 16, size // 4):
-            outputs[skip.shape[1]] = head(x, n_joints, size // skip.shape[1], before=True,
-                                          name=f"side_{skip.shape[1]}")
-    x = stage(stage(x, c[7], 1), c[7], 2 * depth)
-    return [head(x, n_joints, name="maps"), outputs[size // 16], outputs[size // 4]]
-
-
-BACKBONES = {"resnet50": (keras.applications.ResNet50, "conv3_block4_out",
-                          "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")}
-
-
-def backbone_weights(name: str):
-    """(builder, feature layer name, local weights path) of a backbone; a clear error if missing."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown --backbone-features {name!r}; choose one of {sorted(BACKBONES)}")
-    build, layer, filename = BACKBONES[name]
-    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    weights = os.path.join(keras_home, "models", filename)
-    if not os.path.exists(weights):
-        raise FileNotFoundError(f"{name} ImageNet weights not found at {weights} (copy them there; "
-                                "they are never downloaded)")
-    return build, layer, weights
-
-
-def backbone_features(inputs, name: str, grid: int):
-    """Frozen ImageNet features of `inputs` (B, S, S, 3) at stride 8, resized to grid x grid, 1x1 conv to 256.
-
-    Weights only from $KERAS_HOME/models, default ~/.keras/models (never downloaded): a clear error if missing.
-    """
-    build, layer, weights = backbone_weights(name)
-    net = build(include_top=False, weights=weights, input_shape=tuple(inputs.shape[1:]))
-    net.trainable = False
-    trunk = keras.Model(net.input, net.get_layer(layer).output, name=f"{name}_features")
-    x = layers.Resizing(grid, grid, interpolation="bilinear")(trunk(CaffeInput()(inputs)))
-    return conv(x, 256, 1)
-
-
-def build_model(arch="simple", n_joints=13, size=320, width=1.0, depth=1, backbone_features=None):
-    """Functional model (B, size, size, 3) in [-1, 1] -> [maps, side_20, side_40] in tanh range.
-
-    simple: maps at size / 4; original: maps at size. size must be a multiple of 32.
-    """
-    if size % 32:
-        raise ValueError(f"--size {size} must be a multiple of 32")
-    networks = {"simple": simple_network, "original": original_network}
-    if arch not in networks:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(networks)}")
-    inputs = keras.Input((size, size, 3), name="figure")
-    features = None
-    if backbone_features:
-        features = globals()["backbone_features"](inputs, backbone_features, size // 32)
-    outputs = networks[arch](inputs, n_joints, width, depth, features)
-    return keras.Model(inputs, outputs, name=f"figure_pose_{arch}")
-
-
-def count_flops(model):
-    """Forward FLOPs (2 x multiply-adds) of one input, from the conv/dense layer shapes."""
-    total = 0
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, layers.Conv2D):
-            kh, kw, cin, cout = layer.kernel.shape
-            out = layer.output.shape
-            total += 2 * out[1] * out[2] * kh * kw * cin * cout
-        elif isinstance(layer, layers.Dense):
-            total += 2 * int(np.prod(layer.kernel.shape))
-    return int(total)
 
 # ----------------------------------------------------------------------------- loss
 
@@ -418,47 +180,6 @@ def compile_model(trainer, lr: float, total_steps: int = 0, kind: str = "cosine"
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(lr, total_steps, kind if total_steps else "constant")))
     return trainer
 
-# ----------------------------------------------------------------------------- public API
-
-
-def preprocess_images(canvases_uint8):
-    """uint8 RGB canvases (B, S, S, 3) -> float32 (B, S, S, 3) in [-1, 1] (DeviceAugment's output range)."""
-    return np.asarray(canvases_uint8, dtype=np.float32) / 127.5 - 1.0
-
-
-def load_trained_model(path):
-    """A model saved by model.py (a .keras file), loaded without custom_objects.
-
-    Raises ValueError("<path> is not a figure-pose model ...") for anything else.
-    """
-    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a figure-pose model (not a .keras file)")
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as err:  # noqa: BLE001 - any failure means "not ours"
-        raise ValueError(f"{path} is not a figure-pose model ({type(err).__name__}: {err})") from None
-    shape = tuple(model.inputs[0].shape) if len(model.inputs) == 1 else ()
-    outs = [tuple(o.shape) for o in model.outputs]
-    ok = (len(shape) == 4 and shape[3] == 3 and shape[1] == shape[2] and outs
-          and all(len(o) == 4 and o[1] == o[2] and shape[1] % o[1] == 0 for o in outs))
-    if not ok:
-        raise ValueError(f"{path} is not a figure-pose model (inputs {shape}, outputs {outs})")
-    return model
-
-
-def predict_maps(model, canvases_uint8, batch_size=16):
-    """Main-output maps float32 (N, M, M, J) in [0, 1] for uint8 canvases (N, S, S, 3).
-
-    Canvases of another size than the model's input are resized (area); the map stride
-    is then S / M in canvas pixels.
-    """
-    canvases = np.asarray(canvases_uint8)
-    size = model.inputs[0].shape[1]
-    if canvases.shape[1] != size:
-        canvases = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in canvases])
-    out = model.predict(preprocess_images(canvases), batch_size=batch_size, verbose=0)
-    return ConfidenceMapCodec.from_tanh(out[0] if isinstance(out, (list, tuple)) else out)
-
 # ----------------------------------------------------------------------------- pictures
 
 
@@ -561,30 +282,6 @@ def time_of_day(seconds_from_now):
     return f"ends about {end:%H:%M}"
 
 
-def local_replica(model, replica=None):
-    """`model`'s current weights in a copy on this process's devices only (`replica`: reused).
-
-    In multi-process JAX training the variables span other processes' devices, so no process
-    can fetch the model's outputs; validation runs on this local copy instead.
-    """
-    if replica is None:
-        import jax
-        local = keras.distribution.DataParallel(devices=jax.local_devices())
-        local.auto_shard_dataset = False
-        with local.scope():
-            replica = keras.models.clone_model(model)
-    replica.set_weights(model.get_weights())
-    return replica
-
-
-def multi_process():
-    """True when this is one of several JAX processes training one model."""
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
-    return jax.process_count() > 1
-
-
 class EpochPictures(keras.callbacks.Callback):
     """Every epoch: the original's pictures of a fixed validation batch, and the mean-pose
     baseline into the logs (so log.csv and curves.png show it beside val PCK)."""
@@ -598,8 +295,8 @@ class EpochPictures(keras.callbacks.Callback):
         if logs is not None:
             logs["baseline_pck@0.2"] = self.baseline
         trainer, network = self.model, self.model.network
-        if multi_process():
-            network = self.replica = local_replica(network, self.replica)
+        if backend.multi_process():
+            network = self.replica = backend.local_replica(network, self.replica)
         images, keypoints = trainer.augment(self.batch)
         images_uint8 = np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
         gt01, _ = trainer.codec.encode(np.asarray(keypoints), trainer.augment.size)
@@ -807,57 +504,6 @@ def baseline_pck(train, val, threshold=0.2):
     return pck(np.broadcast_to(pose, gt[..., :2].shape), gt, figure_norm_size(val.size), threshold)
 
 
-MULTIWORKER_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
-                   "KERAS_DISTRIBUTION_PROCESS_ID")
-
-
-def check_distribute(kind: str):
-    """A clear ValueError for a --distribute choice this backend and environment cannot run."""
-    if kind != "multiworker":
-        return
-    if keras.backend.backend() != "jax":
-        raise ValueError("--distribute multiworker runs on the JAX backend (KERAS_BACKEND=jax): Keras 3's "
-                         "fit() fails under tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras#20585)")
-    missing = [name for name in MULTIWORKER_ENV if not os.environ.get(name)]
-    if missing:
-        raise ValueError(f"--distribute multiworker needs {', '.join(missing)} set in every process "
-                         "(coordinator host:port, number of processes, this process's id from 0)")
-
-
-def join_processes(kind: str):
-    """(process, processes): multiworker joins the JAX job described by KERAS_DISTRIBUTION_*.
-
-    Must run before anything touches the backend (jax.distributed.initialize's rule).
-    """
-    if kind != "multiworker":
-        return 0, 1
-    check_distribute(kind)
-    keras.distribution.initialize()
-    import jax
-    return jax.process_index(), jax.process_count()
-
-
-def make_strategy(kind: str):
-    """A context to build and compile under: tf.distribute strategy scope, JAX DataParallel or nothing.
-
-    On JAX, every device of every process holds a replica; with several processes each one
-    feeds its own part of the global batch (FigureBatches shard), so Keras must not shard again.
-    """
-    if kind == "none":
-        if keras.backend.backend() == "jax":  # no distribution left over from an earlier run
-            keras.distribution.set_distribution(None)
-        return contextlib.nullcontext()
-    if keras.backend.backend() == "jax":
-        distribution = keras.distribution.DataParallel()
-        distribution.auto_shard_dataset = False
-        keras.distribution.set_distribution(distribution)
-        return contextlib.nullcontext()
-    import tensorflow as tf
-    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
-              [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices).scope()
-
-
 def tensorboard(log_dir):
     """[TensorBoard callback] if the tensorboard package is installed, else [] with a note."""
     if importlib.util.find_spec("tensorboard") is None:
@@ -978,39 +624,22 @@ def init_from(network, path):
     network.set_weights(source.get_weights())
 
 
-def dtype_policy(mixed_precision: bool) -> str:
-    """Keras dtype policy: float32, or float16 compute on a GPU / bfloat16 on CPUs and TPUs.
-
-    Set on every train() call (not only when mixed) so that one run's policy never leaks
-    into the next model built in the same process. Variables and the loss stay float32.
-    """
-    if not mixed_precision:
-        return "float32"
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-    if keras.backend.backend() == "jax":
-        import jax
-        return "mixed_float16" if jax.default_backend() == "gpu" else "mixed_bfloat16"
-    return "mixed_bfloat16"
-
-
 def train(cfg: Config, extra_callbacks=()):
     """Train as configured; returns the keras History. Writes everything under cfg.out."""
-    process, processes = join_processes(cfg.distribute)
+    process, processes = backend.join_processes(cfg.distribute)
     if process > 0:  # one writer per folder: the chief's files are the run's
         cfg = replace(cfg, out=os.path.join(cfg.out, f"worker{process}"))
     keras.utils.set_random_seed(cfg.seed)
-    keras.mixed_precision.set_dtype_policy(dtype_policy(cfg.mixed_precision))
+    keras.mixed_precision.set_dtype_policy(backend.dtype_policy(cfg.mixed_precision))
     train_ds, val_ds = make_datasets(cfg, (process, processes))
     facts = {"joints": train_ds.n_joints, "input_size": train_ds.size}
     if cfg.resume:
         check_resume(cfg, facts)
     codec = ARCH_CODECS[cfg.arch]
     backup = Backup(os.path.join(cfg.out, "backup"))
-    with make_strategy(cfg.distribute):
+    with backend.make_strategy(cfg.distribute):
         network = build_model(cfg.arch, train_ds.n_joints, train_ds.size, cfg.width, cfg.depth,
-                              cfg.backbone_features)
+                              backbone=cfg.backbone_features)
         if cfg.init_weights:
             init_from(network, cfg.init_weights)
         trainer = make_trainer(network, val_ds, codec, cfg.loss)
@@ -1039,13 +668,6 @@ def train(cfg: Config, extra_callbacks=()):
     fit_val = val_ds if cfg.distribute == "none" else val_ds.whole_batches((process, processes))
     return trainer.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, initial_epoch=start,
                        verbose=cfg.verbose, callbacks=list(extra_callbacks) + callbacks)
-
-
-def set_cpu_devices(n: int):
-    """Split the CPU into n logical devices (to try --distribute mirrored on one machine)."""
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -1216,7 +838,7 @@ def check_inputs(cfg: Config):
                 load_trained_model(cfg.init_weights)
             except ValueError as err:
                 raise InputError(f"--init-weights {err}") from None
-        check_distribute(cfg.distribute)
+        backend.check_distribute(cfg.distribute)
     except (FileNotFoundError, ValueError) as err:
         raise InputError(str(err)) from None
 
@@ -1236,7 +858,7 @@ def main(argv=None):
     try:  # every user mistake and broken input ends here as one line
         check_inputs(cfg)
         if args.cpu_devices:
-            set_cpu_devices(args.cpu_devices)
+            backend.set_cpu_devices(args.cpu_devices)
         train(cfg)
     except InputError as err:
         sys.exit(f"model.py: error: {err}")

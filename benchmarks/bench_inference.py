@@ -48,7 +48,7 @@ def main():
     args = parser.parse_args()
 
     import evaluate
-    model_lib = evaluate.import_model_lib()
+    model_lib = evaluate.import_network()
     import tensorflow as tf
     from confidence_maps import decode_keypoints
     model = model_lib.load_trained_model(args.model) if args.model else model_lib.build_model()

@@ -30,6 +30,7 @@ def make_step(arch, size, width, batch, data, input_path, workers):
     import keras
 
     import model as M
+    import network as N
     from bench_input import OldHostBatches
     from confidence_maps import ARCH_CODECS
     from figure_dataset import Augment, FigureBatches
@@ -37,7 +38,7 @@ def make_step(arch, size, width, batch, data, input_path, workers):
 
     batches = FigureBatches(data, batch_size=batch, size=size, augment=Augment(), steps=10 ** 6,
                             workers=workers, max_queue_size=max(10, 2 * workers))
-    network = M.build_model(arch, batches.n_joints, size, width)
+    network = N.build_model(arch, batches.n_joints, size, width)
     codec = ARCH_CODECS[arch]
     if input_path == "new":
         trainer = M.compile_model(M.make_trainer(network, batches, codec), lr=2e-4)
@@ -67,7 +68,6 @@ def make_step(arch, size, width, batch, data, input_path, workers):
 def OldJointMSE():  # noqa: N802 - a loss factory, named like the class it builds
     """The old loss signature: y_true (B, M, M, 2J) = J target maps then J mask channels."""
     import keras
-    from keras import ops
 
     import model as M
     fg = M.make_loss("fg_mse")
@@ -83,8 +83,9 @@ def measure(arch, size, batch, steps, warmup, width, data, input_path, workers, 
     """One configuration in this process: dict of params, GFLOPs, figures/s, input wait, peak RSS."""
     import keras
 
-    import model as M
-    keras.mixed_precision.set_dtype_policy(M.dtype_policy(mixed))
+    import backend
+    import network as N
+    keras.mixed_precision.set_dtype_policy(backend.dtype_policy(mixed))
     network, batches, step, validate = make_step(arch, size, width, batch, data, input_path, workers)
     for _ in range(warmup):
         step(next(batches))
@@ -104,7 +105,7 @@ def measure(arch, size, batch, steps, warmup, width, data, input_path, workers, 
         validation_per_s = batch * steps / (time.perf_counter() - start)
     return dict(arch=arch, batch=batch, input=input_path, mixed_precision=mixed,
                 backend=keras.backend.backend(), params_m=network.count_params() / 1e6,
-                gflops=M.count_flops(network) / 1e9, figures_per_s=batch * steps / seconds,
+                gflops=N.count_flops(network) / 1e9, figures_per_s=batch * steps / seconds,
                 validation_figures_per_s=validation_per_s,
                 input_wait=waited / seconds,
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -130,7 +130,7 @@ CASES = [
 
 def build_inputs(tmp):
     """Every file the rows name, made once: {placeholder: path}."""
-    from evaluate import import_model_lib
+    from evaluate import import_network
     root = tmp / "coco"
     result = run_script(REPO / "synthetic_coco.py", "--out", root, "--images", 6, "--seed", 3)
     assert result.returncode == 0, result.stderr
@@ -140,7 +140,7 @@ def build_inputs(tmp):
                             "--quiet", "--workers", 1, "--joints", joints)
         assert result.returncode == 0, result.stderr
 
-    model_lib = import_model_lib()
+    model_lib = import_network()
     paths["model"] = tmp / "tiny.keras"
     model_lib.build_model(size=96, width=0.25).save(paths["model"])
     import keras

@@ -12,6 +12,7 @@ from test_figure_dataset import write_figures
 from synthetic_coco import random_figures_file
 
 import model as M
+import network as N
 
 OUT = "out"  # the name of {out} in each row's folder
 MD = "model"
@@ -107,7 +108,7 @@ def build_inputs(tmp):
     paths["broken_run"] = tmp / "broken_run"
     write(paths["broken_run"] / "config.json", "{oops")
     paths["wide_keras"] = tmp / "wide.keras"
-    M.build_model("simple", n_joints=13, size=64, width=0.5).save(paths["wide_keras"])
+    N.build_model("simple", n_joints=13, size=64, width=0.5).save(paths["wide_keras"])
     paths["run"] = tmp / "run"
     M.train(M.Config(data=str(paths["data"]), out=str(paths["run"]), epochs=1, batch_size=4, size=64, width=0.25,
                      seed=1, steps_per_epoch=2, verbose=0))

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+import coco_io
 import coco_process
 from conftest import REPO, run_script
 from confidence_maps import decode_keypoints, dequantise_maps
@@ -321,8 +322,8 @@ def test_synthetic_sample_processes_cleanly_and_round_trips(synthetic_coco, tmp_
 def test_compact_loader_keeps_only_what_is_read(synthetic_coco):
     """compact_coco_object: the read fields only, number lists as the float64 values they stood for."""
     path = str(synthetic_coco / "annotations" / "person_keypoints_train2017.json")
-    plain = coco_process.load_coco_annotations(path)
-    compact = coco_process.load_coco_annotations(path, object_hook=coco_process.compact_coco_object)
+    plain = coco_io.load_coco_annotations(path)
+    compact = coco_io.load_coco_annotations(path, object_hook=coco_io.compact_coco_object)
     assert [{k: i[k] for k in ("id", "file_name", "width", "height")} for i in plain["images"]] == compact["images"]
     assert len(compact["annotations"]) == len(plain["annotations"])
     for full, slim in zip(plain["annotations"], compact["annotations"]):
@@ -361,8 +362,8 @@ def test_skipping_hook_plans_the_same_work(coco_sample):
     path = str(coco_sample / "annotations" / "person_keypoints_train2017.json")
     settings = {"joint_names": joint_names(13), "min_keypoints": 8, "background": "white",
                 "allow_multi_polygon": False, "min_area": 2500, "size": 320, "map_stride": 4}
-    plain = coco_process.load_coco_annotations(path)
-    hooked = coco_process.load_coco_annotations(path, object_hook=coco_process.skipping_object_hook(settings))
+    plain = coco_io.load_coco_annotations(path)
+    hooked = coco_io.load_coco_annotations(path, object_hook=coco_process.skipping_object_hook(settings))
     for full, slim in zip(plain["annotations"], hooked["annotations"]):
         reason = coco_process.skip_reason(full, settings)
         assert slim["skipped"] == reason

@@ -165,8 +165,8 @@ def tiny_model(tmp_path_factory):
     """An untrained small model saved like model.py saves one (plumbing only)."""
     if not (REPO / "model.py").exists():
         pytest.skip("model.py not present")
-    from evaluate import import_model_lib
-    model_lib = import_model_lib()
+    from evaluate import import_network
+    model_lib = import_network()
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     model_lib.build_model(size=96, width=0.25).save(path)
     return path
@@ -210,9 +210,9 @@ def test_model_evaluation_and_unreadable_image_folder(tiny_model, synthetic, tmp
 def test_export_gives_the_same_keypoints(kind, tiny_model, synthetic, tmp_path):
     import cv2
 
-    from evaluate import decode, export_model, exported_predictor, import_model_lib, load_model_checked
+    from evaluate import decode, export_model, exported_predictor, import_network, load_model_checked
     from figures import canvas_image, open_figures
-    model_lib = import_model_lib()
+    model_lib = import_network()
     model, predict = load_model_checked(str(tiny_model))
     path = export_model(model, kind, str(tmp_path))
     assert json.loads((tmp_path / "export.json").read_text())["input_size"] == 96

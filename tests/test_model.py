@@ -19,6 +19,7 @@ from confidence_maps import ARCH_CODECS
 from figure_dataset import NO_AUGMENT, FigureBatches
 
 import model as M
+import network as N
 
 SMALL = dict(n_joints=13, size=64, width=0.25)
 
@@ -42,16 +43,16 @@ def read_log(out):
 
 @pytest.mark.parametrize("arch, map_size", [("simple", 16), ("original", 64)])
 def test_output_shapes(arch, map_size):
-    model = M.build_model(arch, **SMALL)
+    model = N.build_model(arch, **SMALL)
     outs = model(np.zeros((2, 64, 64, 3), np.float32))
     assert [tuple(o.shape) for o in outs] == [(2, map_size, map_size, 13)] * 3
     assert model.output_names[0] == "maps"
-    assert M.count_flops(model) > 0
+    assert N.count_flops(model) > 0
 
 
 def test_flops_of_the_original_match_the_reference():
-    original = M.count_flops(M.build_model("original", 13, 320))
-    simple = M.count_flops(M.build_model("simple", 13, 320))
+    original = N.count_flops(N.build_model("original", 13, 320))
+    simple = N.count_flops(N.build_model("simple", 13, 320))
     assert abs(original / 1e9 - 11.2) < 0.1  # REFERENCE.md: 11.2 GFLOPs
     assert original / simple >= 4
 
@@ -69,7 +70,7 @@ def test_loss_counts_only_labelled_joints():
 def make_trainer(data, **network):
     """A compiled FigureTrainer of a small network on 4-figure batches of `data`, and the batches."""
     batches = FigureBatches(data, batch_size=4, augment=NO_AUGMENT, shuffle=False)
-    trainer = M.make_trainer(M.build_model("simple", **{**SMALL, **network}), batches, ARCH_CODECS["simple"])
+    trainer = M.make_trainer(N.build_model("simple", **{**SMALL, **network}), batches, ARCH_CODECS["simple"])
     return M.compile_model(trainer, lr=2e-3), batches
 
 
@@ -139,12 +140,12 @@ def test_default_recipe_beats_the_mean_pose_on_the_synthetic_sample(synthetic_fi
 
 
 def test_save_load_same_predictions(tmp_path):
-    model = M.build_model("simple", **SMALL)
+    model = N.build_model("simple", **SMALL)
     path = str(tmp_path / "m.keras")
     model.save(path)
-    loaded = M.load_trained_model(path)
+    loaded = N.load_trained_model(path)
     canvases = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
-    a, b = M.predict_maps(model, canvases), M.predict_maps(loaded, canvases)
+    a, b = N.predict_maps(model, canvases), N.predict_maps(loaded, canvases)
     assert a.shape == (3, 16, 16, 13) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
     np.testing.assert_allclose(a, b, atol=1e-6)
 
@@ -153,12 +154,12 @@ def test_load_rejects_foreign_files(tmp_path):
     text = tmp_path / "notes.keras"
     text.write_text("hello")
     with pytest.raises(ValueError, match="is not a figure-pose model"):
-        M.load_trained_model(str(text))
+        N.load_trained_model(str(text))
     other = tmp_path / "other.keras"
     inp = keras.Input((4,))
     keras.Model(inp, keras.layers.Dense(2)(inp)).save(str(other))
     with pytest.raises(ValueError, match="is not a figure-pose model"):
-        M.load_trained_model(str(other))
+        N.load_trained_model(str(other))
 
 
 def test_cli_missing_or_foreign_data_is_one_line(tmp_path):
@@ -178,7 +179,7 @@ def test_mixed_precision_trains_and_does_not_leak(tiny_data, tmp_path):
                                    epochs=4, augment=NO_AUGMENT))
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
-    model = M.load_trained_model(str(tmp_path / "mp" / "last.keras"))
+    model = N.load_trained_model(str(tmp_path / "mp" / "last.keras"))
     assert model.get_layer("maps").compute_dtype == "float32"
     assert any(layer.compute_dtype == "bfloat16" for layer in model.layers)
     M.train(small_config(tiny_data, tmp_path / "fp32", epochs=1))
@@ -191,13 +192,13 @@ def test_backbone_features_load_local_weights_and_stay_frozen(tmp_path, monkeypa
     import h5py
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="never downloaded"):
-        M.build_model("simple", n_joints=13, size=64, width=0.25, backbone_features="resnet50")
+        N.build_model("simple", n_joints=13, size=64, width=0.25, backbone="resnet50")
     source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
     (tmp_path / "models").mkdir()
-    with h5py.File(tmp_path / "models" / M.BACKBONES["resnet50"][2], "w") as f:
+    with h5py.File(tmp_path / "models" / N.BACKBONES["resnet50"][2], "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, source)
     data = write_figures(tmp_path / "coco.npy", n=4, size=64)
-    trainer, batches = make_trainer(data, backbone_features="resnet50")
+    trainer, batches = make_trainer(data, backbone="resnet50")
     trunk = trainer.network.get_layer("resnet50_features")
     kernel = trunk.get_layer("conv1_conv").kernel
     np.testing.assert_array_equal(np.asarray(kernel), np.asarray(source.get_layer("conv1_conv").kernel))
@@ -240,7 +241,7 @@ def test_resume_continues_the_same_run(tiny_data, tmp_path):
                  "eval/0002_overlap.png", "eval/0002_img_GT.png", "eval/0002_heatmap_GT.png"):
         assert (out / name).exists(), name
     assert 0.0 <= float(rows[-1]["val_pck@0.2"]) <= 1.0 and "baseline_pck@0.2" in rows[0]
-    M.load_trained_model(str(out / "best.keras"))
+    N.load_trained_model(str(out / "best.keras"))
 
 
 def test_killed_mid_epoch_then_resumed(tiny_data, tmp_path, capsys):
@@ -262,7 +263,7 @@ def test_killed_mid_epoch_then_resumed(tiny_data, tmp_path, capsys):
     M.main(argv + ["--resume"])
     assert [r["epoch"] for r in read_log(out)] == ["0", "1", "2"]
     assert [n for n, _ in M.Backup(str(out / "backup")).backups()] == [3, 2]
-    M.load_trained_model(str(out / "last.keras"))
+    N.load_trained_model(str(out / "last.keras"))
     capsys.readouterr()
     M.main(argv + ["--resume"])
     assert "nothing to do" in capsys.readouterr().out
@@ -370,7 +371,7 @@ def test_jax_two_processes_match_one_process(tiny_data, tmp_path):
     loss_one = [float(r["loss"]) for r in read_log(tmp_path / "one")]
     for folder in (tmp_path / "two", tmp_path / "two" / "worker1"):  # the chief's run, worker 1's own
         np.testing.assert_allclose([float(r["loss"]) for r in read_log(folder)], loss_one, rtol=0.05)
-    M.load_trained_model(str(tmp_path / "two" / "best.keras"))
+    N.load_trained_model(str(tmp_path / "two" / "best.keras"))
     assert (tmp_path / "two" / "eval" / "0001_heatmap.png").exists()
 
 

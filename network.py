@@ -1,0 +1,278 @@
+"""The figure pose network: a U-Net of pre-activation residual bottlenecks, and the original's.
+
+    build_model("simple", n_joints=13, size=128, width=0.5)   # (B, 128, 128, 3) -> 3 x (B, 32, 32, 13)
+
+Input: a figure canvas (B, S, S, 3) in [-1, 1] (`preprocess_images` of uint8 RGB). Output:
+[maps, side_s16, side_s8], one confidence map per joint in tanh range [-1, 1]; `maps` is the
+prediction, the two side outputs are the deep supervision of the decoder stages at stride 16
+and 8 (upsampled to the maps' size). `simple` puts the maps at stride 4 (S / 4);
+`original` is a faithful port of the original generator (REFERENCE.md section 2), maps at
+stride 1. Layer names say where a layer is (`down2_block1_conv3`, `side_s8_conv`), never what
+size it has at one input size. The codec that turns maps into joints is confidence_maps.py.
+"""
+import os
+import zipfile
+
+import cv2
+import keras
+import numpy as np
+from keras import layers, ops
+
+from confidence_maps import ConfidenceMapCodec
+
+PACKAGE = "figure_pose"  # the registered name space of our layers in .keras files
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class DepthToSpace(layers.Layer):
+    """Sub-pixel upsampling: (B, H, W, 4C) -> (B, 2H, 2W, C) (pixel shuffle)."""
+
+    def __init__(self, block_size: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = block_size
+
+    def call(self, x):
+        return ops.depth_to_space(x, self.block_size, data_format="channels_last")
+
+    def compute_output_shape(self, shape):
+        b = self.block_size
+        return (shape[0], shape[1] and shape[1] * b, shape[2] and shape[2] * b, shape[3] // (b * b))
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int = 16) -> int:
+    """timm's rule: `value` rounded to a multiple of `divisor`, at least `min_value`, never
+    more than 10 % below `value` (channel counts of a --width multiplied network)."""
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def conv(x, filters: int, kernel: int, stride: int = 1, name: str = "conv"):
+    """Bias-free 'same' convolution (B, H, W, C) -> (B, H/stride, W/stride, filters)."""
+    return layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
+
+
+def norm_act_conv(x, filters: int, kernel: int, stride: int = 1, name: str = "unit"):
+    """The pre-activation unit: BatchNorm -> LeakyReLU(0.2) -> conv; (B, H, W, C) -> (B, H/s, W/s, filters)."""
+    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    x = layers.LeakyReLU(negative_slope=0.2, name=f"{name}_act")(x)
+    return conv(x, filters, kernel, stride, name=f"{name}_conv")
+
+
+def subpixel_conv(x, filters: int, kernel: int, name: str):
+    """Conv to 4 * filters channels then pixel shuffle: (B, H, W, C) -> (B, 2H, 2W, filters)."""
+    return DepthToSpace(2, name=f"{name}_shuffle")(conv(x, 4 * filters, kernel, name=f"{name}_conv"))
+
+
+def bottleneck(x, a: int, b: int, c: int, mode: str = "same", dropout: float = 0.0, name: str = "block"):
+    """Pre-activation bottleneck 1x1(a) -> 3x3(b) -> 1x1(c), each BN-LReLU-conv, plus a shortcut.
+
+    mode: "same" (B, H, W, C) -> (B, H, W, c); "down" (3x3 at stride 2) -> (B, H/2, W/2, c);
+    "up" (3x3 sub-pixel conv) -> (B, 2H, 2W, c). The shortcut is the input when shapes
+    match, else a (strided / sub-pixel) 1x1 conv. Dropout (if any) follows the sum.
+    """
+    y = norm_act_conv(x, a, 1, name=f"{name}_1")
+    if mode == "up":
+        y = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_2_bn")(y)
+        y = subpixel_conv(layers.LeakyReLU(negative_slope=0.2, name=f"{name}_2_act")(y), b, 3, f"{name}_2")
+    else:
+        y = norm_act_conv(y, b, 3, stride=2 if mode == "down" else 1, name=f"{name}_2")
+    y = norm_act_conv(y, c, 1, name=f"{name}_3")
+    if mode == "up":
+        shortcut = subpixel_conv(x, c, 1, f"{name}_shortcut")
+    elif mode == "down" or x.shape[-1] != c:
+        shortcut = conv(x, c, 1, stride=2 if mode == "down" else 1, name=f"{name}_shortcut")
+    else:
+        shortcut = x
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.Dropout(dropout, name=f"{name}_dropout")(y) if dropout else y
+
+
+def stage(x, c: int, blocks: int, mode: str = "same", ratio: int = 4, dropout: float = 0.0, name: str = "stage"):
+    """One bottleneck of `mode` to c channels (inner width c / ratio), then `blocks` - 1 plain ones."""
+    a = max(4, c // ratio)
+    x = bottleneck(x, a, a, c, mode, dropout, name=f"{name}_block1")
+    for i in range(2, blocks + 1):
+        x = bottleneck(x, a, a, c, name=f"{name}_block{i}")
+    return x
+
+
+def head(x, n_joints: int, upsample: int = 1, before: bool = False, name: str = "maps"):
+    """1x1 conv to n_joints then tanh, upsampled x `upsample` (before the conv if `before`).
+
+    (B, H, W, C) -> (B, H*upsample, W*upsample, n_joints), float32 (also under mixed precision).
+    """
+    if upsample > 1 and before:  # the original's order (wasteful: a 1x1 conv at full size)
+        x = layers.UpSampling2D(upsample, interpolation="nearest", name=f"{name}_up")(x)
+    x = layers.Conv2D(n_joints, 1, use_bias=True, name=f"{name}_conv")(x)
+    if upsample > 1 and not before:
+        x = layers.UpSampling2D(upsample, interpolation="bilinear", name=f"{name}_up")(x)
+    return layers.Activation("tanh", dtype="float32", name=name)(x)
+
+
+def simple_network(inputs, n_joints: int, width: float, depth: int, features=None):
+    """(B, S, S, 3) -> [maps (B, S/4, S/4, J), side_s16, side_s8 (B, S/4, S/4, J)].
+
+    Encoder to strides 2 (stem), 4, 8, 16, 32; decoder back to stride 4 with U-Net skips;
+    side outputs from the stride-16 and stride-8 decoder stages, projected there, upsampled.
+    """
+    c2, c4, c8, c16, c32 = (make_divisible(c * width) for c in (16, 64, 128, 256, 256))
+    x = conv(inputs, c2, 3, stride=2, name="stem")                               # (B, S/2, S/2, c2)
+    s4 = stage(x, c4, depth + 1, "down", name="down4")                           # (B, S/4, S/4, c4)
+    s8 = stage(s4, c8, depth + 1, "down", name="down8")                          # (B, S/8, S/8, c8)
+    s16 = stage(s8, c16, depth + 1, "down", name="down16")                       # (B, S/16, S/16, c16)
+    x = stage(s16, c32, 2 * depth + 1, "down", name="down32")                    # (B, S/32, S/32, c32)
+    if features is not None:
+        x = stage(layers.Concatenate(name="fuse_concat")([x, features]), c32, 1, name="fuse")
+    x = stage(x, c16, 1, "up", dropout=0.1, name="up16")
+    x = stage(layers.Concatenate(name="skip16")([x, s16]), c16, depth, name="dec16")   # (B, S/16, S/16, c16)
+    side_s16 = head(x, n_joints, 4, name="side_s16")                             # (B, S/4, S/4, J)
+    x = stage(x, c8, 1, "up", dropout=0.1, name="up8")
+    x = stage(layers.Concatenate(name="skip8")([x, s8]), c8, depth, name="dec8")       # (B, S/8, S/8, c8)
+    side_s8 = head(x, n_joints, 2, name="side_s8")                               # (B, S/4, S/4, J)
+    x = stage(x, c4, 1, "up", dropout=0.1, name="up4")
+    x = stage(layers.Concatenate(name="skip4")([x, s4]), c4, depth + 1, name="dec4")   # (B, S/4, S/4, c4)
+    return [head(x, n_joints, name="maps"), side_s16, side_s8]
+
+
+def original_network(inputs, n_joints: int, width: float, depth: int, features=None):
+    """The original generator (REFERENCE.md section 2): (B, S, S, 3) -> 3 x (B, S, S, J).
+
+    Encoder widths 32, 64, 128, 256, 256, 512 at strides 1 .. 32, five sub-pixel up stages
+    back to stride 1 with skips, side outputs after the stride-16 and stride-4 stages,
+    upsampled before their conv.
+    """
+    c = [make_divisible(ch * width) for ch in (32, 64, 128, 256, 256, 256, 512, 16)]
+    x = bottleneck(inputs, c[0] // 4, c[0] // 4, c[0], name="enc1_in")
+    skips = [stage(x, c[0], depth, name="enc1")]                                  # (B, S, S, c0)
+    for ch, stride in zip(c[1:5], (2, 4, 8, 16)):                                 # (B, S/2 .. S/16, ch)
+        skips.append(stage(skips[-1], ch, depth + 2, "down", name=f"down{stride}"))
+    x = bottleneck(skips[-1], c[5] // 2, c[5] // 2, c[5], "down", name="down32")  # (B, S/32, S/32, c5)
+    for i in range(2 * depth):
+        x = bottleneck(x, c[5] // 2, c[5] // 2, c[5], name=f"bottom{i + 1}")
+    if features is not None:
+        x = layers.Concatenate(name="fuse_concat")([x, features])
+    for i in range(4 * depth):
+        x = bottleneck(x, c[6] // 4, c[6] // 4, c[6], name=f"middle{i + 1}")
+    sides = {}
+    for ch, skip, stride in zip((256, 256, 128, 64, 32), reversed(skips), (16, 8, 4, 2, 1)):
+        ch = make_divisible(ch * width)
+        x = stage(x, ch, 1, "up", dropout=0.1, name=f"up{stride}")
+        x = stage(layers.Concatenate(name=f"skip{stride}")([x, skip]), ch, 2 * depth, name=f"dec{stride}")
+        if stride in (16, 4):                                                     # (B, S, S, J) each
+            sides[stride] = head(x, n_joints, stride, before=True, name=f"side_s{stride}")
+    x = stage(stage(x, c[7], 1, name="out1"), c[7], 2 * depth, name="out2")      # (B, S, S, c7)
+    return [head(x, n_joints, name="maps"), sides[16], sides[4]]
+
+
+BACKBONES = {"resnet50": (keras.applications.ResNet50, "conv3_block4_out",
+                          "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")}
+
+
+def backbone_weights(name: str):
+    """(builder, feature layer name, local weights path) of a backbone; a clear error if missing."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown --backbone-features {name!r}; choose one of {sorted(BACKBONES)}")
+    build, layer, filename = BACKBONES[name]
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    weights = os.path.join(keras_home, "models", filename)
+    if not os.path.exists(weights):
+        raise FileNotFoundError(f"{name} ImageNet weights not found at {weights} (copy them there; "
+                                "they are never downloaded)")
+    return build, layer, weights
+
+
+def backbone_features(inputs, name: str, grid: int):
+    """Frozen ImageNet features of `inputs` (B, S, S, 3) at stride 8, resized to (B, grid, grid, 256).
+
+    Weights only from $KERAS_HOME/models, default ~/.keras/models (never downloaded). The
+    input goes from [-1, 1] to 0-255 and through keras' own resnet.preprocess_input (BGR, mean).
+    """
+    build, layer, weights = backbone_weights(name)
+    net = build(include_top=False, weights=weights, input_shape=tuple(inputs.shape[1:]))
+    net.trainable = False
+    trunk = keras.Model(net.input, net.get_layer(layer).output, name=f"{name}_features")
+    rgb255 = layers.Rescaling(127.5, offset=127.5, name="backbone_rgb255")(inputs)
+    x = trunk(keras.applications.resnet.preprocess_input(rgb255))
+    x = layers.Resizing(grid, grid, interpolation="bilinear", name="backbone_resize")(x)
+    return conv(x, 256, 1, name="backbone_proj")
+
+
+def build_model(arch="simple", n_joints=13, size=320, width=1.0, depth=1, backbone=None):
+    """Functional model (B, size, size, 3) in [-1, 1] -> [maps, side_s16, side_s8] in tanh range.
+
+    simple: maps at size / 4; original: maps at size. size must be a multiple of 32.
+    backbone: None, or a BACKBONES name whose frozen features join at the bottleneck.
+    """
+    if size % 32:
+        raise ValueError(f"--size {size} must be a multiple of 32")
+    networks = {"simple": simple_network, "original": original_network}
+    if arch not in networks:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(networks)}")
+    inputs = keras.Input((size, size, 3), name="figure")
+    features = backbone_features(inputs, backbone, size // 32) if backbone else None
+    outputs = networks[arch](inputs, n_joints, width, depth, features)
+    return keras.Model(inputs, outputs, name=f"figure_pose_{arch}")
+
+
+def all_layers(model):
+    """Every layer of `model`, nested models (a backbone) expanded, in order."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+        else:
+            yield layer
+
+
+def count_flops(model) -> int:
+    """Forward FLOPs (2 x multiply-adds) of one input, from the conv and dense layer shapes."""
+    total = 0
+    for layer in all_layers(model):
+        if isinstance(layer, layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            out = layer.output.shape
+            total += 2 * out[1] * out[2] * kh * kw * cin * cout
+        elif isinstance(layer, layers.Dense):
+            total += 2 * int(np.prod(layer.kernel.shape))
+    return int(total)
+
+
+def preprocess_images(canvases_uint8):
+    """uint8 RGB canvases (B, S, S, 3) -> float32 (B, S, S, 3) in [-1, 1] (the network's input range)."""
+    return np.asarray(canvases_uint8, dtype=np.float32) / 127.5 - 1.0
+
+
+def load_trained_model(path):
+    """A model saved by model.py (a .keras file), loaded without custom_objects.
+
+    Raises ValueError("<path> is not a figure-pose model ...") for anything else.
+    """
+    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a figure-pose model (not a .keras file)")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001 - any failure means "not ours"
+        raise ValueError(f"{path} is not a figure-pose model ({type(err).__name__}: {err})") from None
+    shape = tuple(model.inputs[0].shape) if len(model.inputs) == 1 else ()
+    outs = [tuple(o.shape) for o in model.outputs]
+    ok = (len(shape) == 4 and shape[3] == 3 and shape[1] == shape[2] and outs
+          and all(len(o) == 4 and o[1] == o[2] and shape[1] % o[1] == 0 for o in outs))
+    if not ok:
+        raise ValueError(f"{path} is not a figure-pose model (inputs {shape}, outputs {outs})")
+    return model
+
+
+def predict_maps(model, canvases_uint8, batch_size=16):
+    """Main-output maps float32 (N, M, M, J) in [0, 1] for uint8 canvases (N, S, S, 3).
+
+    Canvases of another size than the model's input are resized (area); the map stride
+    is then S / M in canvas pixels.
+    """
+    canvases = np.asarray(canvases_uint8)
+    size = model.inputs[0].shape[1]
+    if canvases.shape[1] != size:
+        canvases = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in canvases])
+    out = model.predict(preprocess_images(canvases), batch_size=batch_size, verbose=0)
+    return ConfidenceMapCodec.from_tanh(out[0] if isinstance(out, (list, tuple)) else out)
