@@ -46,6 +46,7 @@ import numpy as np
 
 from coco_io import (BAD, annotation_path, annotation_problem, compact_annotation, compact_coco_object, image_entry_problem,
                      is_id, load_coco_annotations, person_mask, read_image, short)
+from atomic import write_json
 from cli import InputError, OneLineParser, int_in, number, progress, split_name
 from confidence_maps import STRIDE, quantise_maps, render_confidence_maps
 from figures import (apply_affine, bbox_mask, canvas_image, coco_indices, crop_to_record, draw_skeleton,
@@ -276,16 +277,6 @@ def npy_header(dtype, count):
     return b"\x93NUMPY\x01\x00" + np.uint16(HEADER_BYTES - 10).tobytes() + (text + " " * pad + "\n").encode("latin1")
 
 
-def atomic_write_json(path, obj):
-    """Write JSON via a temp file and rename, so readers never see half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_progress(path, settings_key, partial_bytes, record_bytes):
     """The saved state of a killed run with the same settings, or None to start over.
 
@@ -347,7 +338,7 @@ class FigureWriter:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.state.update(tasks_done=tasks_done, counts=dict(counts), problems=problems)
-        atomic_write_json(self.progress_path, self.state)
+        write_json(self.progress_path, self.state, sync=True)
 
     def finish(self, sidecar):
         """Write the final header, then the sidecar naming the data (size, record CRC-32), then
@@ -358,8 +349,8 @@ class FigureWriter:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        atomic_write_json(self.out + ".json", dict(sidecar, data_bytes=os.path.getsize(self.partial),
-                                                   data_crc32=self.state["crc32"]))
+        write_json(self.out + ".json", dict(sidecar, data_bytes=os.path.getsize(self.partial),
+                                            data_crc32=self.state["crc32"]), sync=True)
         os.replace(self.partial, self.out)
         if os.path.exists(self.progress_path):
             os.remove(self.progress_path)

@@ -4,11 +4,11 @@ New drawing code lives here (figures.py keeps the older helpers until the file r
 Images are RGB uint8; coordinates follow figures.py (x right, y down, integers at pixel centres).
 """
 import io
-import os
 
 import cv2
 import numpy as np
 
+from atomic import write_atomic
 from figures import FRAME_RATIO, joint_colour
 
 
@@ -70,24 +70,16 @@ def peaks_on_grey(image01, maps01, names, min_confidence=0.2):
     return out
 
 
-def write_bytes_atomic(path, data: bytes):
-    """Write `data` to `path` through `<path>.partial` and a rename: a kill never leaves half a picture."""
-    tmp = path + ".partial"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def save_png(path, rgb):
     """An RGB uint8 image (H, W, 3) as a PNG, atomically; OSError if it cannot be encoded or written."""
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"cannot encode {path} as PNG")
-    write_bytes_atomic(path, png.tobytes())
+    write_atomic(path, png.tobytes())
 
 
 def save_plot(path, fig, dpi=80):
     """A matplotlib figure as a PNG, atomically."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
