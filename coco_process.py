@@ -24,20 +24,15 @@ as unlabelled (0, 0, 0) instead, does not count towards --min-keypoints, and is 
 canvas keeps its label and the part of its map that is on the canvas (COCO has a few
 occluded joints guessed beyond the person's bbox and its frame).
 
-Sidecar consistency. The sidecar is written just before `coco.npy.partial` is renamed to
-`coco.npy`, and names the data file it describes: `data_bytes` (its size) and
-`data_crc32` (of its records). A kill between the two leaves the old `coco.npy` beside a
-sidecar of another size, which `figures.read_sidecar` refuses; the partial file and its
-progress are still there, so `--resume` finishes the run without redoing any work. (A
-two-file rename cannot be atomic; naming the data in the sidecar makes the gap visible.)
+Sidecar consistency: the sidecar names the data file it describes (size and CRC-32); a
+kill between writing it and the rename is visible and `--resume` finishes the run (see
+figure_writer.py, which writes coco.npy).
 """
 import contextlib
-import json
 import os
 import signal
 import sys
 import time
-import zlib
 from collections import Counter
 from multiprocessing import get_context
 
@@ -46,14 +41,11 @@ import numpy as np
 
 from coco_io import (BAD, annotation_path, annotation_problem, compact_annotation, compact_coco_object, image_entry_problem,
                      is_id, load_coco_annotations, person_mask, read_image, short)
-from atomic import write_json
 from cli import InputError, OneLineParser, int_in, number, progress, split_name
 from confidence_maps import STRIDE, quantise_maps, render_confidence_maps
 from figures import (apply_affine, bbox_mask, canvas_image, coco_indices, crop_to_record, draw_skeleton,
                      figure_dtype, figure_transform, joint_names, open_figures, render_figure)
-
-HEADER_BYTES = 4096  # reserved .npy header, rewritten in place with the final count
-
+from figure_writer import FigureWriter, check_writable
 
 def to_canvas(keypoints, affine):
     """COCO keypoints (J x 3) -> canvas keypoints: labelled ones mapped through the figure's
@@ -265,104 +257,6 @@ def ignore_interrupt():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-# ----------------------------------------------------------------------------- output
-
-def npy_header(dtype, count):
-    """A .npy v1.0 header for a 1-D structured array, padded to exactly HEADER_BYTES."""
-    text = "{'descr': %r, 'fortran_order': False, 'shape': (%d,), }" % (
-        np.lib.format.dtype_to_descr(dtype), count)
-    pad = HEADER_BYTES - 10 - len(text) - 1
-    if pad < 0:
-        raise ValueError("record dtype too large for the reserved .npy header")
-    return b"\x93NUMPY\x01\x00" + np.uint16(HEADER_BYTES - 10).tobytes() + (text + " " * pad + "\n").encode("latin1")
-
-
-def read_progress(path, settings_key, partial_bytes, record_bytes):
-    """The saved state of a killed run with the same settings, or None to start over.
-
-    Raises InputError if the file is damaged: our writes are atomic, so damage came from
-    elsewhere, and resuming from it could write wrong figures.
-    """
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot --resume: {path} is damaged (not JSON: {err}); "
-                         f"run without --resume to start over") from None
-    if not isinstance(saved, dict) or saved.get("settings") != settings_key:
-        return None
-    fields = {"records": int, "tasks_done": int, "crc32": int, "counts": dict, "problems": list}
-    bad = [k for k, kind in fields.items() if not isinstance(saved.get(k), kind) or isinstance(saved.get(k), bool)]
-    if not bad and HEADER_BYTES + saved["records"] * record_bytes > partial_bytes:
-        bad = ["records (more than the partial file holds)"]
-    if bad or saved["records"] < 0 or saved["tasks_done"] < 0:
-        raise InputError(f"cannot --resume: {path} is damaged ({', '.join(bad) or 'negative counts'}); "
-                         f"run without --resume to start over")
-    return saved
-
-
-class FigureWriter:
-    """Streams records to `<out>.partial`; `finish()` renames it to `<out>`.
-
-    The partial file is a valid .npy layout with a reserved header; `<out>.partial.json`
-    records how many records and image tasks are safely on disk (and their CRC-32), so a
-    killed run can `resume` from there (anything written after the last checkpoint is cut off).
-    """
-
-    def __init__(self, out, dtype, settings_key, resume):
-        self.out, self.dtype, self.partial = out, dtype, out + ".partial"
-        self.progress_path = self.partial + ".json"
-        self.state = {"settings": settings_key, "records": 0, "tasks_done": 0, "crc32": 0, "counts": {},
-                      "problems": []}
-        if resume and not (os.path.exists(self.partial) and os.path.exists(self.progress_path)):
-            print(f"--resume: no stopped run of {out} to continue; starting from the beginning")
-        elif resume:
-            saved = read_progress(self.progress_path, settings_key, os.path.getsize(self.partial), dtype.itemsize)
-            if saved is None:
-                print(f"--resume: {self.partial} was made with other settings or annotations; starting over")
-            else:
-                self.state = saved
-        self.file = open(self.partial, "r+b" if self.state["records"] else "wb")
-        self.file.truncate(HEADER_BYTES + self.state["records"] * dtype.itemsize)
-        self.file.seek(0)
-        self.file.write(npy_header(dtype, 0))
-        self.file.seek(0, os.SEEK_END)
-
-    def append(self, records):
-        data = records.tobytes()
-        self.file.write(data)
-        self.state["records"] += len(records)
-        self.state["crc32"] = zlib.crc32(data, self.state["crc32"])
-
-    def checkpoint(self, tasks_done, counts, problems):
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.state.update(tasks_done=tasks_done, counts=dict(counts), problems=problems)
-        write_json(self.progress_path, self.state, sync=True)
-
-    def finish(self, sidecar):
-        """Write the final header, then the sidecar naming the data (size, record CRC-32), then
-        rename: a kill between the last two leaves a sidecar that read_sidecar tells from the
-        old `<out>`, and the partial file and progress that --resume completes."""
-        self.file.seek(0)
-        self.file.write(npy_header(self.dtype, self.state["records"]))
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        write_json(self.out + ".json", dict(sidecar, data_bytes=os.path.getsize(self.partial),
-                                            data_crc32=self.state["crc32"]), sync=True)
-        os.replace(self.partial, self.out)
-        if os.path.exists(self.progress_path):
-            os.remove(self.progress_path)
-
-    def discard(self):
-        """Remove the partial file and its progress (a run that wrote nothing)."""
-        self.file.close()
-        for path in (self.partial, self.progress_path):
-            if os.path.exists(path):
-                os.remove(path)
-
-
 # ----------------------------------------------------------------------------- examples
 
 def write_examples(figures, names, out_dir, count):
@@ -384,18 +278,6 @@ def write_examples(figures, names, out_dir, count):
 
 
 # ----------------------------------------------------------------------------- driver
-
-def check_writable(out):
-    """Fail early, with one line, if `out` and its sidecar cannot be created."""
-    directory = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(directory):
-        raise InputError(f"cannot write --out {out}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise InputError(f"cannot write --out {out}: directory {directory} is not writable")
-    for path in (out, out + ".json", out + ".partial"):
-        if os.path.isdir(path):
-            raise InputError(f"cannot write --out {out}: {path} is a directory")
-
 
 def examples_dir_of(out):
     """The default --examples-dir: beside the output, named after it (runs/coco.npy -> runs/coco_examples)."""
@@ -458,7 +340,6 @@ def process(args):
     if done:
         print(f"resuming after {done} images ({writer.state['records']} figures on disk)")
     todo = [(info, anns, settings) for info, anns in tasks[done:]]
-    last_checkpoint = time.time()
     with contextlib.ExitStack() as stack:
         pool = None
         if args.workers > 1:
@@ -477,9 +358,7 @@ def process(args):
             writer.append(records)
             bar.update(1)
             bar.set_postfix(figures=writer.state["records"])
-            if time.time() - last_checkpoint >= args.checkpoint_seconds:
-                writer.checkpoint(done, run_counts, run_problems)
-                last_checkpoint = time.time()
+            writer.checkpoint_every(args.checkpoint_seconds, done, run_counts, run_problems)
         if pool:
             pool.close()  # all results are in: let workers exit (terminate can hang on one still starting)
             pool.join()

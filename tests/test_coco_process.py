@@ -14,6 +14,7 @@ import pytest
 
 import coco_io
 import coco_process
+import figure_writer
 from conftest import REPO, run_script
 from confidence_maps import decode_keypoints, dequantise_maps
 from figures import (apply_affine, bbox_mask, canvas_image, coco_indices, figure_joint_names, invert_affine,
@@ -169,7 +170,7 @@ def test_kill_9_mid_run_then_resume_is_byte_identical(synthetic_coco, tmp_path, 
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not os.path.exists(killed) and not os.path.exists(killed + ".json")
-    assert os.path.getsize(killed + ".partial") > coco_process.HEADER_BYTES
+    assert os.path.getsize(killed + ".partial") > figure_writer.HEADER_BYTES
 
     capsys.readouterr()
     coco_process.main(args + ["--out", killed, "--resume"])
@@ -216,7 +217,7 @@ def test_stop_between_sidecar_and_data_rename(synthetic_coco, tmp_path, monkeypa
     assert facts == sidecar_facts(straight)
     with open(out, "rb") as f:
         assert facts["data_bytes"] == os.path.getsize(out)
-        assert facts["data_crc32"] == zlib.crc32(f.read()[coco_process.HEADER_BYTES:])
+        assert facts["data_crc32"] == zlib.crc32(f.read()[figure_writer.HEADER_BYTES:])
 
 
 def test_limit_writes_first_n_figures(coco_sample, tmp_path):
