@@ -46,6 +46,8 @@ from confidence_maps import STRIDE, quantise_maps, render_confidence_maps
 from figures import (apply_affine, bbox_mask, canvas_image, coco_indices, crop_to_record, draw_skeleton,
                      figure_dtype, figure_transform, joint_names, open_figures, render_figure)
 from figure_writer import FigureWriter, check_writable
+from pictures import save_png
+
 
 def to_canvas(keypoints, affine):
     """COCO keypoints (J x 3) -> canvas keypoints: labelled ones mapped through the figure's
@@ -126,65 +128,85 @@ def bbox_outside(bbox, img):
     return None
 
 
+def plan_images(images):
+    """The usable `images` entries by id, the ids of broken ones, and the broken entries named
+    ("image 3: ...", or "images[4]: ..." without a usable id); a duplicate id is named once."""
+    ids = Counter(img["id"] for img in images if isinstance(img, dict) and is_id(img.get("id")))
+    usable, bad, problems = {}, set(), []
+    for n, img in enumerate(images):
+        problem = image_entry_problem(img)
+        if problem is None and ids[img["id"]] > 1:
+            problem = f"its id is used by {ids[img['id']]} image entries"
+        if not problem:
+            usable[img["id"]] = img
+        elif not (isinstance(img, dict) and is_id(img.get("id"))):
+            problems.append(f"images[{n}]: {problem}")
+        elif img["id"] not in bad:
+            problems.append(f"image {img['id']}: {problem}")
+            bad.add(img["id"])
+    return usable, bad, problems
+
+
+def own_verdict(ann, settings):
+    """(reason, problem) of an annotation by itself: BAD and why, a skip_reason and None, or
+    None, None. A skipping_object_hook stub carries its verdict, decided while parsing."""
+    if isinstance(ann, dict) and "skipped" in ann:
+        return ann["skipped"], ann.get("problem")
+    problem = annotation_problem(ann)
+    return (BAD, problem) if problem else (skip_reason(ann, settings), None)
+
+
+def image_verdict(ann, reason, ann_ids, images, bad_images):
+    """(reason, problem) of an annotation that is not broken by itself (`reason` its own
+    verdict), against the other annotations' ids and its image entry."""
+    if ann_ids[ann["id"]] > 1:
+        return "duplicate_id", f"its id is used by {ann_ids[ann['id']]} annotations"
+    if ann["image_id"] in bad_images:
+        return "bad_image_entry", None  # the entry is named
+    if ann["image_id"] not in images:
+        return "no_image_entry", f"image {ann['image_id']} has no entry in images"
+    if reason is None:
+        problem = bbox_outside(ann["bbox"], images[ann["image_id"]])
+        return (BAD if problem else None), problem
+    return reason, None
+
+
 def plan_work(data, settings):
     """Per-image tasks [(image_info, [annotations])] in image-id order, skip counts, and the
     broken items named ("annotation 7: ..."), in the order found.
 
     Every annotation gets one reason: broken by itself (BAD), then a duplicate id, a missing
     or broken image entry, a bbox outside its image (BAD), then the filters (skip_reason).
-    An annotation's "skipped" (skipping_object_hook) stands for the first and the last.
     """
-    counts, problems = Counter(), []
-    image_ids = Counter(img["id"] for img in data["images"] if isinstance(img, dict) and is_id(img.get("id")))
-    images, bad_images = {}, set()
-    for n, img in enumerate(data["images"]):
-        problem = image_entry_problem(img)
-        if problem is None and image_ids[img["id"]] > 1:
-            problem = f"its id is used by {image_ids[img['id']]} image entries"
-        if problem:
-            named = isinstance(img, dict) and is_id(img.get("id"))
-            if not named:
-                problems.append(f"images[{n}]: {problem}")
-            elif img["id"] not in bad_images:  # a duplicate id is named once
-                problems.append(f"image {img['id']}: {problem}")
-                bad_images.add(img["id"])
-        else:
-            images[img["id"]] = img
+    counts = Counter()
+    images, bad_images, problems = plan_images(data["images"])
     anns = data["annotations"]
     ann_ids = Counter(a["id"] for a in anns if isinstance(a, dict) and is_id(a.get("id")))
     valid, named_duplicates = [], set()
     for n, ann in enumerate(anns):
         counts["annotations_seen"] += 1
-        name = f"annotation {ann['id']}" if isinstance(ann, dict) and is_id(ann.get("id")) else f"annotations[{n}]"
-        if isinstance(ann, dict) and "skipped" in ann:
-            reason, problem = ann["skipped"], ann.get("problem")
-        else:
-            problem = annotation_problem(ann)
-            reason = BAD if problem else skip_reason(ann, settings)
+        reason, problem = own_verdict(ann, settings)
         if reason != BAD:
-            if ann_ids[ann["id"]] > 1:
-                reason, problem = "duplicate_id", f"its id is used by {ann_ids[ann['id']]} annotations"
-                if ann["id"] in named_duplicates:
-                    problem = None  # named once
-                named_duplicates.add(ann["id"])
-            elif ann["image_id"] in bad_images:
-                reason = "bad_image_entry"  # the entry is named
-            elif ann["image_id"] not in images:
-                reason, problem = "no_image_entry", f"image {ann['image_id']} has no entry in images"
-            elif reason is None:
-                problem = bbox_outside(ann["bbox"], images[ann["image_id"]])
-                reason = BAD if problem else None
+            reason, problem = image_verdict(ann, reason, ann_ids, images, bad_images)
+        if reason == "duplicate_id":
+            problem = None if ann["id"] in named_duplicates else problem  # named once
+            named_duplicates.add(ann["id"])
         if problem:
+            name = f"annotation {ann['id']}" if isinstance(ann, dict) and is_id(ann.get("id")) else f"annotations[{n}]"
             problems.append(f"{name}: {problem}")
         if reason:
             counts["skipped_" + reason] += 1
         else:
             valid.append(ann)
+    return tasks_by_image(valid, images), counts, problems
+
+
+def tasks_by_image(anns, images):
+    """[(image_info, [annotations])] of the annotations to cut, by image id and annotation id."""
     by_image = {}
-    for ann in sorted(valid, key=lambda a: (a["image_id"], a["id"])):
+    for ann in sorted(anns, key=lambda a: (a["image_id"], a["id"])):
         by_image.setdefault(ann["image_id"], []).append(ann)
-    tasks = [(images[i], by_image[i]) for i in sorted(by_image)]
-    return tasks, counts, problems
+    return [(images[i], by_image[i]) for i in sorted(by_image)]
 
 
 def first_tasks_for(tasks, limit):
@@ -270,9 +292,11 @@ def write_examples(figures, names, out_dir, count):
         drawn = draw_skeleton(canvas, record["keypoints"][:, :2], record["keypoints"][:, 2] > 0, names)
         total = np.clip(record["confidence_maps"].astype(np.float32).sum(-1), 0, 255).astype(np.uint8)
         total = cv2.resize(total, canvas.shape[:2][::-1], interpolation=cv2.INTER_LINEAR)
-        for path, picture in ((stem + ".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)), (stem + "_c.png", total)):
-            if not cv2.imwrite(path, picture):
-                raise InputError(f"cannot write the example {path} (--examples-dir)")
+        for path, picture in ((stem + ".png", drawn), (stem + "_c.png", cv2.cvtColor(total, cv2.COLOR_GRAY2RGB))):
+            try:
+                save_png(path, picture)
+            except OSError:
+                raise InputError(f"cannot write the example {path} (--examples-dir)") from None
             written.append(path)
     return written
 
@@ -299,27 +323,33 @@ def name_counts(counts):
     return ", ".join(f"{k[8:]} {v}" for k, v in sorted(counts.items()) if k.startswith("skipped_"))
 
 
-def process(args):
-    """Run the whole conversion; returns the summary dict (also written to the sidecar)."""
-    started = time.time()
+def run_settings(args):
+    """What every step and worker reads of the flags (the figure dtype and image folder too)."""
     names = joint_names(args.joints)
-    ann_path = annotation_path(args.coco_root, args.split)
-    image_dir = os.path.join(args.coco_root, "images", args.split)
-    settings = {"joint_names": names, "min_keypoints": args.min_keypoints, "background": args.background,
-                "allow_multi_polygon": args.allow_multi_polygon, "min_area": args.min_area,
-                "size": args.size, "map_stride": args.map_stride, "image_dir": image_dir,
-                "dtype": figure_dtype(len(names), args.size, args.map_stride)}
+    return {"joint_names": names, "min_keypoints": args.min_keypoints, "background": args.background,
+            "allow_multi_polygon": args.allow_multi_polygon, "min_area": args.min_area,
+            "size": args.size, "map_stride": args.map_stride,
+            "image_dir": os.path.join(args.coco_root, "images", args.split),
+            "dtype": figure_dtype(len(names), args.size, args.map_stride)}
+
+
+def check_outputs(args, ann_path):
+    """Fail before any work if --out or --examples-dir cannot be written, or --out is the input."""
     check_writable(args.out)
     if os.path.exists(args.out) and os.path.exists(ann_path) and os.path.samefile(args.out, ann_path):
         raise InputError(f"--out {args.out} is the annotation file it reads")
     if args.examples:
         check_examples_dir(args.examples_dir)
+
+
+def planned_tasks(args, settings, ann_path):
+    """(tasks, counts, problems) of the annotation file: InputError if there is nothing to cut or
+    --strict meets a broken item. The parsed JSON (unused images, skipped persons) goes on return."""
     data = load_coco_annotations(ann_path, object_hook=skipping_object_hook(settings))
-    if not os.path.isdir(image_dir):
-        raise InputError(f"image folder not found: {image_dir}")
+    if not os.path.isdir(settings["image_dir"]):
+        raise InputError(f"image folder not found: {settings['image_dir']}")
     tasks, counts, problems = plan_work(data, settings)
     seen = counts["annotations_seen"]
-    del data  # unused images and skipped annotations go now, not after the run
     if problems and args.strict:
         raise InputError(f"{problems[0]} (stopped by --strict)")
     if not seen:
@@ -327,41 +357,67 @@ def process(args):
     if not tasks:
         raise InputError(f"no figures to write: all {seen} annotations of {ann_path} were skipped "
                          f"({name_counts(counts)})")
-    if args.limit:
-        tasks = first_tasks_for(tasks, args.limit)
+    return (first_tasks_for(tasks, args.limit) if args.limit else tasks), counts, problems
+
+
+def resume_key(settings, ann_path, limit):
+    """What a --resume must find unchanged: the settings, the annotation file (path, size,
+    mtime) and --limit. Stored in the progress file and the sidecar."""
     stat = os.stat(ann_path)
     key = {k: v for k, v in settings.items() if k not in ("dtype", "image_dir")}
-    key.update(joint_names=list(names), annotations=ann_path, limit=args.limit,
+    key.update(joint_names=list(settings["joint_names"]), annotations=ann_path, limit=limit,
                annotations_stat=[stat.st_size, stat.st_mtime_ns])
-    writer = FigureWriter(args.out, settings["dtype"], key, args.resume)
-    run_counts = Counter(writer.state["counts"])  # found while running (broken images, notes)
-    run_problems = list(writer.state["problems"])
+    return key
+
+
+@contextlib.contextmanager
+def image_results(todo, workers):
+    """process_image's results of `todo`, in order: in this process, or in `workers` spawned
+    processes (which hold only their own tasks, not a forked copy of the annotation JSON)."""
+    if workers == 1:
+        yield map(process_image, todo)
+        return
+    with get_context("spawn").Pool(workers, initializer=ignore_interrupt) as pool:
+        yield pool.imap(process_image, todo, chunksize=4)
+        pool.close()  # all results are in: let workers exit (terminate can hang on one still starting)
+        pool.join()
+
+
+def run_tasks(tasks, settings, writer, args):
+    """Cut every task not on disk yet into `writer`, checkpointing as it goes; returns (tasks
+    done, counts, problems) found while running (the resumed run's included)."""
+    counts, problems = Counter(writer.state["counts"]), list(writer.state["problems"])
     done = writer.state["tasks_done"]
     if done:
         print(f"resuming after {done} images ({writer.state['records']} figures on disk)")
     todo = [(info, anns, settings) for info, anns in tasks[done:]]
-    with contextlib.ExitStack() as stack:
-        pool = None
-        if args.workers > 1:
-            # spawned workers hold only their own tasks, not a forked copy of the annotation JSON
-            pool = stack.enter_context(get_context("spawn").Pool(args.workers, initializer=ignore_interrupt))
-        results = pool.imap(process_image, todo, chunksize=4) if pool else map(process_image, todo)
-        bar = stack.enter_context(progress(len(tasks), "images", "img", args.quiet, initial=done))
+    with image_results(todo, args.workers) as results, \
+            progress(len(tasks), "images", "img", args.quiet, initial=done) as bar:
         for records, task_counts, task_problems in results:
             if task_problems and args.strict:
                 raise InputError(f"{task_problems[0]} (stopped by --strict)")
             done += 1
-            run_counts.update(task_counts)
-            run_problems += task_problems
+            counts.update(task_counts)
+            problems += task_problems
             if args.limit:
                 records = records[:max(0, args.limit - writer.state["records"])]
             writer.append(records)
             bar.update(1)
             bar.set_postfix(figures=writer.state["records"])
-            writer.checkpoint_every(args.checkpoint_seconds, done, run_counts, run_problems)
-        if pool:
-            pool.close()  # all results are in: let workers exit (terminate can hang on one still starting)
-            pool.join()
+            writer.checkpoint_every(args.checkpoint_seconds, done, counts, problems)
+    return done, counts, problems
+
+
+def process(args):
+    """Run the whole conversion; returns the summary dict (also written to the sidecar)."""
+    started = time.time()
+    settings = run_settings(args)
+    ann_path = annotation_path(args.coco_root, args.split)
+    check_outputs(args, ann_path)
+    tasks, counts, problems = planned_tasks(args, settings, ann_path)
+    key = resume_key(settings, ann_path, args.limit)
+    writer = FigureWriter(args.out, settings["dtype"], key, args.resume)
+    done, run_counts, run_problems = run_tasks(tasks, settings, writer, args)
     counts += run_counts
     if not writer.state["records"]:
         writer.discard()
@@ -369,7 +425,7 @@ def process(args):
         raise InputError(f"no figures written: every image with persons to cut was skipped "
                          f"({name_counts(counts)}{first})")
     writer.checkpoint(done, run_counts, run_problems)  # a kill from here on resumes with nothing to redo
-    summary = {"joint_names": list(names), "settings": key, "figures": writer.state["records"],
+    summary = {"joint_names": list(settings["joint_names"]), "settings": key, "figures": writer.state["records"],
                "counts": dict(sorted(counts.items())), "problems": problems + run_problems,
                "seconds": round(time.time() - started, 2), "record_bytes": settings["dtype"].itemsize}
     writer.finish(summary)
@@ -398,7 +454,8 @@ def print_summary(summary, seconds, sidecar_path, shown=20):
     print(f"bytes per figure : {summary['record_bytes']}")
 
 
-def main(argv=None):
+def build_parser():
+    """The command line (every number range-checked at parse time)."""
     parser = OneLineParser(
         prog="coco_process.py",
         description="Cut COCO persons into centred 320x320 figures on white with keypoints and "
@@ -440,6 +497,11 @@ def main(argv=None):
                         help="where example PNGs go (default: beside --out, named after it: coco.npy -> "
                              "coco_examples/)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.examples_dir is None:
         args.examples_dir = examples_dir_of(args.out)
