@@ -8,7 +8,7 @@ to sub-pixel refinement error.
 
 Maps are channels-last, (M, M, J) for an S x S input with M = S / stride. Map pixel
 (u, v) covers input pixels [stride*u, stride*u + stride) and its centre is at input
-x = (u + 0.5) * stride - 0.5 (pixel-centre convention, see figures.py). A labelled joint
+x = (u + 0.5) * stride - 0.5 (figures.rescale_pixel_coords: the pixel-centre convention). A labelled joint
 (visibility 1 or 2) gets exp(-d^2 / (2 sigma^2)) with its peak of 1 exactly at the
 keypoint; an unlabelled one (visibility 0) an all-zero map. The network predicts maps in
 tanh range [-1, 1]: `to_tanh` / `from_tanh` convert.
@@ -18,18 +18,20 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from figures import rescale_pixel_coords, unscale_pixel_coords
+
 SIGMA = 8.0  # Gaussian sigma in input pixels (the original's covariance of 64 px^2)
 STRIDE = 4   # input pixels per map pixel: 320 x 320 input -> 80 x 80 maps
 
 
 def canvas_to_map(xy, stride=STRIDE):
     """Input (canvas) pixel coordinates -> map pixel coordinates (same x, y order)."""
-    return (np.asarray(xy, dtype=np.float64) + 0.5) / stride - 0.5
+    return unscale_pixel_coords(np.asarray(xy, dtype=np.float64), stride)
 
 
 def map_to_canvas(uv, stride=STRIDE):
     """Map pixel coordinates -> input pixel coordinates (inverse of canvas_to_map)."""
-    return (np.asarray(uv, dtype=np.float64) + 0.5) * stride - 0.5
+    return rescale_pixel_coords(np.asarray(uv, dtype=np.float64), stride)
 
 
 def gaussian_maps(xy, labelled, map_size, stride, sigma, xp=np):
@@ -39,7 +41,7 @@ def gaussian_maps(xy, labelled, map_size, stride, sigma, xp=np):
     array module: numpy on the host, keras.ops on the device (the same formula for both).
     Separable: each map is the outer product of a row and a column Gaussian.
     """
-    uv = (xy + 0.5) / stride - 0.5                                         # (..., J, 2) map px
+    uv = unscale_pixel_coords(xy, stride)                                  # (..., J, 2) map px
     grid = xp.arange(map_size, dtype="float32")                            # (M,)
     s2 = 2.0 * (sigma / stride) ** 2
     gx = xp.exp(-xp.square(grid - uv[..., 0:1]) / s2)                      # (..., J, M) along x
@@ -71,7 +73,7 @@ def dequantise_maps(maps_uint8):
 def flip_maps(maps, flip_perm):
     """Mirror maps (..., M, M, J) left-right and swap left/right channels.
 
-    An input point x maps to S - 1 - x, which is exactly map column M - 1 - u.
+    The input mirror x -> S - 1 - x (figures.mirror_x) is exactly map column u -> M - 1 - u.
     """
     return np.asarray(maps)[..., :, ::-1, :][..., flip_perm]
 
@@ -147,7 +149,7 @@ def argmax_keypoints(maps, stride, xp):
     inner = xp.cast((ix > 0) & (ix < m - 1) & (iy > 0) & (iy < m - 1), "float32")
     u = xp.cast(ix, "float32") + 0.25 * sx * inner
     v = xp.cast(iy, "float32") + 0.25 * sy * inner
-    xy = (xp.stack([u, v], axis=-1) + 0.5) * stride - 0.5                    # (B*J, 2)
+    xy = rescale_pixel_coords(xp.stack([u, v], axis=-1), stride)             # (B*J, 2)
     return xp.reshape(xy, (-1, maps.shape[-1], 2))
 
 

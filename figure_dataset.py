@@ -26,7 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from figures import figure_joint_names, flip_permutation, open_figures, white_border
+from figures import (figure_joint_names, flip_permutation, mirror_affine, open_figures, rescale_affine,
+                     rescale_pixel_coords, white_border)
 
 
 @dataclass(frozen=True)
@@ -125,23 +126,17 @@ def resize_keypoints(keypoints, ratio):
     """Keypoints (..., J, 3) of an S0 canvas on the same canvas resized to ratio * S0
     (pixel-centre convention); unlabelled joints stay (0, 0, 0)."""
     kp = np.array(keypoints, dtype=np.float32)
-    kp[..., :2] = np.where(kp[..., 2:] > 0, (kp[..., :2] + 0.5) * ratio - 0.5, 0.0)
+    kp[..., :2] = np.where(kp[..., 2:] > 0, rescale_pixel_coords(kp[..., :2], ratio), 0.0)
     return kp
 
 # ----------------------------------------------------------------------------- host: augmentation numbers
-
-
-def resize_affine(canvas_size, size):
-    """2x3 affine from canvas pixels of side canvas_size to pixels of side size."""
-    r = size / canvas_size
-    return np.array([[r, 0.0, 0.5 * r - 0.5], [0.0, r, 0.5 * r - 0.5]])
 
 
 def draw_augmentation(rng, n, augment, canvas_size, size):
     """Augmentation numbers (n, N_PARAMS) float32 for n figures, drawn from `augment`.
 
     Columns 0-5: the 2x3 affine stored-canvas pixels -> input pixels, row-major: resize to
-    `size`, then flip about the centre (x -> size - 1 - x), rotate and scale about the
+    `size`, then flip about the centre (figures.mirror_x), rotate and scale about the
     centre (cv2.getRotationMatrix2D's matrix), shift. Column 6: 1.0 if flipped.
     Columns 7-9: colour gains (brightness times a per-channel gain); column 10: contrast.
     """
@@ -155,14 +150,14 @@ def draw_augmentation(rng, n, augment, canvas_size, size):
     contrast = rng.uniform(1 - j, 1 + j, n)
 
     flip = np.tile(np.eye(3), (n, 1, 1))
-    flip[flipped, 0, 0], flip[flipped, 0, 2] = -1.0, size - 1.0
+    flip[flipped] = np.vstack([mirror_affine(size), [0.0, 0.0, 1.0]])
     a, b = scale * np.cos(angle), scale * np.sin(angle)
     rotate = np.tile(np.eye(3), (n, 1, 1))
     rotate[:, 0, :] = np.stack([a, b, (1 - a) * centre - b * centre], -1)
     rotate[:, 1, :] = np.stack([-b, a, b * centre + (1 - a) * centre], -1)
     move = np.tile(np.eye(3), (n, 1, 1))
     move[:, :2, 2] = shift
-    resize = np.vstack([resize_affine(canvas_size, size), [0.0, 0.0, 1.0]])
+    resize = np.vstack([rescale_affine(size / canvas_size), [0.0, 0.0, 1.0]])  # canvas -> input pixels
     affine = (move @ rotate @ flip @ resize)[:, :2]                            # (n, 2, 3)
     return np.concatenate([affine.reshape(n, 6), flipped[:, None], gains, contrast[:, None]],
                           axis=1).astype(np.float32)

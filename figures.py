@@ -105,6 +105,41 @@ def apply_affine(affine, xy):
     return xy @ np.asarray(affine, dtype=np.float64)[:, :2].T + np.asarray(affine)[:, 2]
 
 
+def rescale_pixel_coords(xy, ratio):
+    """Coordinates of points xy on the same picture scaled by `ratio`: (xy + 0.5) * ratio - 0.5.
+
+    Pixel-centre convention: pixel i covers [i - 0.5, i + 0.5), so a picture of side S spans
+    [-0.5, S - 0.5) and scaling maps those edges onto each other (pixel centres do not map to
+    pixel centres: canvas pixel 0 is map pixel -0.375 at stride 4). Used for canvas -> network
+    input (ratio size / canvas size) and map -> input (ratio = stride). Plain arithmetic, so
+    NumPy arrays, scalars and keras.ops tensors alike; `unscale_pixel_coords` is its inverse.
+    """
+    return (xy + 0.5) * ratio - 0.5
+
+
+def unscale_pixel_coords(xy, ratio):
+    """Inverse of rescale_pixel_coords: (xy + 0.5) / ratio - 0.5 (input -> map with ratio = stride)."""
+    return (xy + 0.5) / ratio - 0.5
+
+
+def rescale_affine(ratio_x, ratio_y=None):
+    """rescale_pixel_coords as a 2x3 affine, ratio_x along x and ratio_y (default ratio_x) along y."""
+    ratio_y = ratio_x if ratio_y is None else ratio_y
+    return np.array([[ratio_x, 0.0, rescale_pixel_coords(0.0, ratio_x)],
+                     [0.0, ratio_y, rescale_pixel_coords(0.0, ratio_y)]])
+
+
+def mirror_x(x, size):
+    """The horizontal mirror of a picture `size` pixels wide: x -> size - 1 - x (pixel centres onto
+    pixel centres, edges onto edges; its own inverse). flip_maps is the same mirror of map columns."""
+    return size - 1 - x
+
+
+def mirror_affine(size):
+    """mirror_x as a 2x3 affine (y unchanged)."""
+    return np.array([[-1.0, 0.0, mirror_x(0.0, size)], [0.0, 1.0, 0.0]])
+
+
 def _as3x3(affine):
     return np.vstack([np.asarray(affine, dtype=np.float64), [0.0, 0.0, 1.0]])
 
@@ -134,9 +169,7 @@ def warp_to_canvas(src, affine, size, border_value=255):
         new_h = max(1, int(round(window.shape[0] * scale)))
         rx, ry = new_w / window.shape[1], new_h / window.shape[0]
         window = cv2.resize(window, (new_w, new_h), interpolation=cv2.INTER_AREA)
-        # resized pixel centre u maps to window centre (u + 0.5) / rx - 0.5
-        to_window = to_window @ np.array([[1 / rx, 0.0, 0.5 / rx - 0.5],
-                                          [0.0, 1 / ry, 0.5 / ry - 0.5], [0.0, 0.0, 1.0]])
+        to_window = to_window @ _as3x3(rescale_affine(1 / rx, 1 / ry))  # resized pixel -> window pixel
     residual = (_as3x3(affine) @ to_window)[:2]
     border = (border_value,) * 4 if np.isscalar(border_value) else tuple(border_value)
     return cv2.warpAffine(window, residual, (size, size), flags=cv2.INTER_LINEAR,
@@ -186,8 +219,8 @@ def white_border(size, frame_ratio=FRAME_RATIO):
     return max(0, int(np.floor(size * frame_ratio / (1.0 + 2.0 * frame_ratio))) - 4)
 
 
-def figure_dtype(n_joints, size=320, map_stride=4):
-    """NumPy structured dtype of one `coco.npy` record.
+def figure_dtype(n_joints, size=320, map_stride=None):
+    """NumPy structured dtype of one `coco.npy` record (map_stride None: the codec's STRIDE).
 
     image_id, annotation_id: COCO ids. bbox: COCO (x, y, w, h), original pixels.
     affine: 2x3 float64, original pixels -> canvas pixels. keypoints: n_joints x 3 float32
@@ -198,6 +231,9 @@ def figure_dtype(n_joints, size=320, map_stride=4):
     rendered by `confidence_maps.render_confidence_maps` (channels last).
     canvas_size: the canvas side, so the file describes itself.
     """
+    if map_stride is None:
+        from confidence_maps import STRIDE  # here: confidence_maps imports this module
+        map_stride = STRIDE
     inner = size - 2 * white_border(size)
     if size % map_stride:
         raise ValueError(f"canvas size {size} is not a multiple of the map stride {map_stride}")

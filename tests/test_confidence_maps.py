@@ -4,7 +4,7 @@ import pytest
 
 from confidence_maps import (canvas_to_map, decode_keypoints, dequantise_maps, flip_maps,
                              map_to_canvas, quantise_maps, render_confidence_maps)
-from figures import flip_permutation, joint_names
+from figures import flip_permutation, joint_names, mirror_x, rescale_pixel_coords
 
 
 def random_keypoints(rng, n=13, lo=40.0, hi=280.0):
@@ -50,8 +50,17 @@ def test_flip_maps_mirrors_and_swaps_joints():
     kp[:, 2] = 2
     flipped = decode_keypoints(flip_maps(render_confidence_maps(kp, 80), flip_permutation(names)))
     left, right = names.index("left_wrist"), names.index("right_wrist")
-    expected = np.array([319 - kp[right, 0], kp[right, 1]])
+    expected = np.array([mirror_x(kp[right, 0], 320), kp[right, 1]])
     assert np.abs(flipped[left, :2] - expected).max() < 0.1
+
+
+def test_flip_maps_twice_gives_the_maps_back():
+    """The mirror and the left/right swap are each their own inverse: maps flipped twice are the maps."""
+    for n_joints in (13, 17):
+        perm = flip_permutation(joint_names(n_joints))
+        maps = render_confidence_maps(random_keypoints(np.random.default_rng(n_joints), n=n_joints), 80)
+        assert not np.array_equal(flip_maps(maps, perm), maps)
+        np.testing.assert_array_equal(flip_maps(flip_maps(maps, perm), perm), maps)
 
 
 def test_batched_decode_matches_single():
@@ -100,4 +109,4 @@ def test_codec_of_a_model_and_on_another_canvas():
     kp[:, 2] = 2
     maps, _ = codec.encode(kp, 128)
     on_canvas = codec.rescaled(2.5).decode(maps)[:, :2]
-    np.testing.assert_allclose(on_canvas, (kp[:, :2] + 0.5) * 2.5 - 0.5, atol=0.1)
+    np.testing.assert_allclose(on_canvas, rescale_pixel_coords(kp[:, :2], 2.5), atol=0.1)

@@ -6,8 +6,8 @@ import pytest
 
 from confidence_maps import ARCH_CODECS
 from figure_dataset import (N_PARAMS, NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile,
-                            draw_augmentation, reference_augment, split_by_image)
-from figures import canvas_image, flip_permutation, joint_names
+                            draw_augmentation, reference_augment, resize_keypoints, split_by_image)
+from figures import canvas_image, flip_permutation, joint_names, mirror_x, rescale_pixel_coords
 from synthetic_coco import random_figures_file
 
 SIZE = 96
@@ -85,7 +85,7 @@ def test_flip_swaps_left_and_right(tmp_path):
     _, keypoints = device(batches, batch)
     stored = batch["keypoints"]
     lw, rw = NAMES.index("left_wrist"), NAMES.index("right_wrist")
-    expected = np.stack([SIZE - 1 - stored[:, rw, 0], stored[:, rw, 1]], axis=-1)
+    expected = np.stack([mirror_x(stored[:, rw, 0], SIZE), stored[:, rw, 1]], axis=-1)
     np.testing.assert_allclose(keypoints[:, lw, :2], expected, atol=1e-3)
     maps, _ = CODEC.encode(keypoints, SIZE)
     np.testing.assert_allclose(CODEC.decode(maps)[:, lw, :2], expected, atol=0.5)
@@ -171,9 +171,21 @@ def test_validation_batches_only_resize(tmp_path):
     assert len(batches) == 3 and list(batches.global_positions(2)) == [4]
     _, keypoints = device(batches, batches[0])
     ratio = 64 / SIZE
-    np.testing.assert_allclose(keypoints[:, 5, :2], (records["keypoints"][:2, 5, :2] + 0.5) * ratio - 0.5, atol=1e-3)
+    expected = rescale_pixel_coords(records["keypoints"][:2, 5, :2], ratio)
+    np.testing.assert_allclose(keypoints[:, 5, :2], expected, atol=1e-3)
     assert (keypoints[:, 3] == 0).all()
     np.testing.assert_allclose(batches.input_keypoints()[:2], keypoints, atol=1e-3)
+
+
+def test_resize_keypoints_round_trip():
+    """Keypoints moved to another input side and back land where they were (within 1e-4 px);
+    unlabelled ones stay (0, 0, 0)."""
+    rng = np.random.default_rng(6)
+    kp = np.concatenate([rng.uniform(0, SIZE, (5, 13, 2)), rng.integers(0, 3, (5, 13, 1))], -1).astype(np.float32)
+    kp[kp[..., 2] == 0] = 0.0
+    there = resize_keypoints(kp, 128 / SIZE)
+    np.testing.assert_allclose(resize_keypoints(there, SIZE / 128), kp, atol=1e-4)
+    assert (there[kp[..., 2] == 0] == 0).all() and (there[kp[..., 2] > 0, :2] != kp[kp[..., 2] > 0, :2]).all()
 
 
 def test_split_by_image_never_shares_an_image():

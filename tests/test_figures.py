@@ -1,9 +1,12 @@
 """Crop geometry and the record format: every geometric step round-trips."""
+import cv2
 import numpy as np
 import pytest
 
+
 from figures import (JOINT_SETS, apply_affine, canvas_image, crop_to_record, figure_dtype,
-                     figure_transform, flip_permutation, invert_affine, joint_names, render_figure,
+                     figure_transform, flip_permutation, invert_affine, joint_names, mirror_affine, mirror_x,
+                     render_figure, rescale_affine, rescale_pixel_coords, unscale_pixel_coords,
                      warp_to_canvas, white_border)
 
 
@@ -23,6 +26,41 @@ def test_affine_round_trip(bbox):
     points = np.random.default_rng(1).uniform(-100, 1000, (50, 2))
     back = apply_affine(invert_affine(affine), apply_affine(affine, points))
     assert np.abs(back - points).max() < 1e-9
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.3, 1 / 3, 2.5, 4.0])
+def test_pixel_rescale_round_trip_and_edges(ratio):
+    """Pixel i covers [i - 0.5, i + 0.5): scaling maps a picture's edges onto each other, and
+    unscale_pixel_coords undoes rescale_pixel_coords (to float precision, far inside 0.5 px)."""
+    xy = np.random.default_rng(2).uniform(-50, 400, (100, 2))
+    back = unscale_pixel_coords(rescale_pixel_coords(xy, ratio), ratio)
+    assert np.abs(back - xy).max() < 1e-9
+    np.testing.assert_allclose(rescale_pixel_coords(np.array([-0.5, 319.5]), ratio), [-0.5, 320 * ratio - 0.5])
+    np.testing.assert_allclose(apply_affine(rescale_affine(ratio), xy), rescale_pixel_coords(xy, ratio))
+    tall = rescale_affine(ratio, 2 * ratio)
+    assert np.abs(apply_affine(invert_affine(tall), apply_affine(tall, xy)) - xy).max() < 1e-9
+    np.testing.assert_allclose(apply_affine(tall, [[3.0, 3.0]])[0],
+                               [rescale_pixel_coords(3.0, ratio), rescale_pixel_coords(3.0, 2 * ratio)])
+
+
+def test_pixel_rescale_values_at_stride_4():
+    """Map pixel 0 of a stride-4 map covers canvas pixels 0..3: its centre is canvas x 1.5."""
+    assert rescale_pixel_coords(0.0, 4) == 1.5 and unscale_pixel_coords(1.5, 4) == 0.0
+    assert unscale_pixel_coords(0.0, 4) == -0.375 and rescale_pixel_coords(79.0, 4) == 317.5
+
+
+def test_mirror_is_its_own_inverse():
+    """x -> S - 1 - x: pixel centres onto pixel centres, edges onto edges, twice = identity;
+    as an affine it is exactly the column reversal that flip_maps does on maps."""
+    x = np.random.default_rng(3).uniform(-40, 360, 200)
+    assert np.abs(mirror_x(mirror_x(x, 320), 320) - x).max() < 1e-12
+    assert mirror_x(0, 320) == 319 and mirror_x(-0.5, 320) == 319.5 and mirror_x(159.5, 320) == 159.5
+    xy = np.c_[x, x[::-1]]
+    np.testing.assert_array_equal(apply_affine(mirror_affine(320), xy), np.c_[mirror_x(x, 320), x[::-1]])
+    twice = np.vstack([mirror_affine(320), [0, 0, 1]]) @ np.vstack([mirror_affine(320), [0, 0, 1]])
+    np.testing.assert_array_equal(twice, np.eye(3))
+    image = np.random.default_rng(4).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(cv2.warpAffine(image, mirror_affine(40), (40, 30)), image[:, ::-1])
 
 
 @pytest.mark.parametrize("scale_down", [True, False])
