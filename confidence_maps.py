@@ -70,6 +70,19 @@ def dequantise_maps(maps_uint8):
     return np.asarray(maps_uint8, dtype=np.float32) / 255.0
 
 
+def labelled_with_map(keypoints, size, stride=STRIDE, sigma=SIGMA):
+    """(J,) bool: the labelled keypoints (J, 3) of a size x size input whose stored (quantised)
+    map is not empty. One on the input always has its peak there; one outside it is rendered
+    to see (rare: most far-off ones have no map pixel within ~3.5 sigma)."""
+    labelled = keypoints[:, 2] > 0
+    xy = keypoints[:, :2]
+    outside = labelled & ~((xy >= -0.5) & (xy < size - 0.5)).all(axis=1)  # pixel i covers [i - 0.5, i + 0.5)
+    if outside.any():
+        maps = quantise_maps(render_confidence_maps(keypoints[outside], size // stride, stride, sigma))
+        labelled[outside] = maps.max(axis=(0, 1)) > 0
+    return labelled
+
+
 def flip_maps(maps, flip_perm):
     """Mirror maps (..., M, M, J) left-right and swap left/right channels.
 

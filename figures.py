@@ -105,6 +105,16 @@ def apply_affine(affine, xy):
     return xy @ np.asarray(affine, dtype=np.float64)[:, :2].T + np.asarray(affine)[:, 2]
 
 
+def keypoints_to_canvas(keypoints, affine):
+    """Original-image keypoints (J, 3: x, y, COCO visibility) -> canvas keypoints: labelled ones
+    mapped through the figure's affine, unlabelled ones (0, 0, 0); the visibility is kept."""
+    labelled = keypoints[:, 2] > 0
+    canvas = np.zeros_like(keypoints)
+    canvas[labelled, :2] = apply_affine(affine, keypoints[labelled, :2])
+    canvas[:, 2] = keypoints[:, 2]
+    return canvas
+
+
 def rescale_pixel_coords(xy, ratio):
     """Coordinates of points xy on the same picture scaled by `ratio`: (xy + 0.5) * ratio - 0.5.
 

@@ -14,6 +14,7 @@ import pytest
 
 import coco_io
 import coco_process
+import figure_plan
 import figure_writer
 from conftest import REPO, run_script
 from confidence_maps import decode_keypoints, dequantise_maps
@@ -364,14 +365,14 @@ def test_skipping_hook_plans_the_same_work(coco_sample):
     settings = {"joint_names": joint_names(13), "min_keypoints": 8, "background": "white",
                 "allow_multi_polygon": False, "min_area": 2500, "size": 320, "map_stride": 4}
     plain = coco_io.load_coco_annotations(path)
-    hooked = coco_io.load_coco_annotations(path, object_hook=coco_process.skipping_object_hook(settings))
+    hooked = coco_io.load_coco_annotations(path, object_hook=figure_plan.skipping_object_hook(settings))
     for full, slim in zip(plain["annotations"], hooked["annotations"]):
-        reason = coco_process.skip_reason(full, settings)
+        reason = figure_plan.skip_reason(full, settings)
         assert slim["skipped"] == reason
         if reason:
             assert slim == {"id": full["id"], "image_id": full["image_id"], "skipped": reason}
-    tasks, counts, problems = coco_process.plan_work(hooked, settings)
-    plain_tasks, plain_counts, plain_problems = coco_process.plan_work(plain, settings)
+    tasks, counts, problems = figure_plan.plan_work(hooked, settings)
+    plain_tasks, plain_counts, plain_problems = figure_plan.plan_work(plain, settings)
     assert counts == plain_counts and len(counts) > 3 and problems == plain_problems == []
     assert [(i["id"], [a["id"] for a in anns]) for i, anns in tasks] == \
         [(i["id"], [a["id"] for a in anns]) for i, anns in plain_tasks]
