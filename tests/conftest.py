@@ -1,4 +1,8 @@
-"""Shared test fixtures: the real COCO slice beside the checkout, when present."""
+"""Shared test fixtures: the real COCO slice beside the checkout, when present, and a synthetic sample.
+
+The coco.npy fixtures run coco_process.main in this process (`process_coco`): a subprocess
+would pay the interpreter and import start-up again for nothing a test looks at.
+"""
 import subprocess
 import sys
 from pathlib import Path
@@ -23,30 +27,39 @@ def run_script(*args, cwd=None):
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="session")
-def sample_figures(coco_sample, tmp_path_factory):
-    """coco.npy of the real slice (13 joints, defaults), made once per test session."""
-    out = tmp_path_factory.mktemp("real") / "coco.npy"
-    result = run_script(REPO / "coco_process.py", "--coco-root", coco_sample, "--out", out,
-                        "--examples", 0, "--quiet", "--workers", 2)
-    assert result.returncode == 0, result.stderr
+def process_coco(coco_root, out, *flags):
+    """coco_process.main in this process: --coco-root coco_root --out out, quiet, no examples,
+    one worker, then `flags` (a later flag wins). Returns out; a failed run raises SystemExit."""
+    import coco_process
+    coco_process.main(["--coco-root", str(coco_root), "--out", str(out), "--examples", "0", "--quiet",
+                       "--workers", "1", *map(str, flags)])
     return out
 
 
 @pytest.fixture(scope="session")
-def synthetic_coco(tmp_path_factory):
-    """A 60-image synthetic COCO train2017 folder (synthetic_coco.py), made once per session."""
+def sample_figures(coco_sample, tmp_path_factory):
+    """coco.npy of the real slice (13 joints, defaults), made once per test session."""
+    return process_coco(coco_sample, tmp_path_factory.mktemp("real") / "coco.npy")
+
+
+@pytest.fixture(scope="session")
+def synthetic_sample(tmp_path_factory):
+    """(folder, counts) of a 60-image synthetic COCO train2017 sample (synthetic_coco.py, seed 0),
+    made once per session; counts as make_synthetic_coco returns them."""
     from synthetic_coco import make_synthetic_coco
     root = tmp_path_factory.mktemp("synthetic") / "coco"
-    make_synthetic_coco(str(root), n_images=60, split="train2017", seed=0)
-    return root
+    counts = make_synthetic_coco(str(root), n_images=60, split="train2017", seed=0)
+    return root, counts
+
+
+@pytest.fixture(scope="session")
+def synthetic_coco(synthetic_sample):
+    """The folder of the 60-image synthetic COCO train2017 sample (synthetic_sample)."""
+    return synthetic_sample[0]
 
 
 @pytest.fixture(scope="session")
 def synthetic_figures(synthetic_coco, tmp_path_factory):
-    """coco.npy of the 60-image synthetic sample (coco_process.py defaults), made once per session."""
-    out = tmp_path_factory.mktemp("synthetic_npy") / "coco.npy"
-    result = run_script(REPO / "coco_process.py", "--coco-root", synthetic_coco, "--out", out,
-                        "--allow-multi-polygon", "--examples", 0, "--quiet", "--workers", 2)
-    assert result.returncode == 0, result.stderr
-    return out
+    """coco.npy of the 60-image synthetic sample (coco_process.py defaults but
+    --allow-multi-polygon), made once per session."""
+    return process_coco(synthetic_coco, tmp_path_factory.mktemp("synthetic_npy") / "coco.npy", "--allow-multi-polygon")
