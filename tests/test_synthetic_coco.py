@@ -1,6 +1,7 @@
 """Tests of synthetic_coco.py: COCO layout and fields, masks, keypoints, variety.
 
-One 60-image set (seed 3) is generated once per test session and shared.
+The 60-image set is the session's synthetic sample (conftest.synthetic_sample, seed 0), the
+one coco_process's tests cut figures from.
 """
 import json
 import os
@@ -18,14 +19,13 @@ sys.path.insert(0, ROOT)
 
 import synthetic_coco as sc  # noqa: E402
 
-SEED, N_IMAGES, SPLIT = 3, 60, "val2017"
+SEED, N_IMAGES, SPLIT = 0, 60, "train2017"  # conftest.synthetic_sample's
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    """(out_dir, counts, COCO) of a 60-image synthetic set."""
-    out = tmp_path_factory.mktemp("synth")
-    counts = sc.make_synthetic_coco(str(out), N_IMAGES, SPLIT, SEED)
+def dataset(synthetic_sample):
+    """(out_dir, counts, COCO) of the session's 60-image synthetic set."""
+    out, counts = synthetic_sample
     coco = COCO(str(out / "annotations" / f"person_keypoints_{SPLIT}.json"))
     return out, counts, coco
 
@@ -76,7 +76,7 @@ def test_coco_layout_and_official_fields(dataset):
         assert image["file_name"] == f"{image['id']:012d}.jpg"
         picture = cv2.imread(str(out / "images" / SPLIT / image["file_name"]))
         assert picture.shape == (image["height"], image["width"], 3) == (240, 320, 3)
-    assert counts["persons"] == len(person_anns(coco)) >= 1.5 * N_IMAGES
+    assert counts["persons"] == len(person_anns(coco)) == 146
     assert counts["crowd"] == len(data["annotations"]) - counts["persons"]
 
 
@@ -132,7 +132,7 @@ def test_segmentation_matches_visible_mask(dataset):
 
 
 def test_visible_keypoints_lie_on_their_mask(dataset):
-    _, _, coco = dataset
+    _, counts, coco = dataset
     n_visible = 0
     for image in coco.dataset["images"]:
         width, height = image["width"], image["height"]
@@ -146,7 +146,7 @@ def test_visible_keypoints_lie_on_their_mask(dataset):
             for x, y, _ in kp[kp[:, 2] == 2]:
                 assert distance[int(round(y)), int(round(x))] <= 2.0
                 n_visible += 1
-    assert n_visible > 10 * N_IMAGES
+    assert n_visible == counts["visible_joints"] == 2004
 
 
 def test_occluded_keypoints_are_covered_by_others(dataset):
@@ -160,19 +160,19 @@ def test_occluded_keypoints_are_covered_by_others(dataset):
                 col, row = int(round(x)), int(round(y))
                 assert not person["mask"][max(0, row - 1):row + 2, max(0, col - 1):col + 2].any()
                 n += 1
-    assert n >= 20
+    assert n == 105
 
 
 def test_crowd_and_multi_polygon_annotations(dataset):
     _, counts, coco = dataset
     crowds = [a for a in coco.dataset["annotations"] if a["iscrowd"]]
-    assert len(crowds) >= 1 and counts["crowd"] == len(crowds)
+    assert len(crowds) == counts["crowd"] == 3
     for crowd in crowds:
         assert all(v == 0 for v in crowd["keypoints"])
         assert sum(crowd["segmentation"]["counts"]) == 240 * 320
         assert coco.annToMask(crowd).sum() == crowd["area"]
     multi = [a for a in person_anns(coco) if len(a["segmentation"]) > 1]
-    assert len(multi) >= 1 and counts["multi_polygon"] == len(multi)
+    assert len(multi) == counts["multi_polygon"] == 22
 
 
 def test_some_figures_wear_black(dataset):
@@ -184,7 +184,7 @@ def test_some_figures_wear_black(dataset):
         for ann in coco.imgToAnns[image["id"]]:
             inside = picture[coco.annToMask(ann).astype(bool)]
             n_black += np.mean(inside.max(axis=1) <= 16) > 0.05
-    assert n_black >= 3
+    assert n_black == 53
 
 
 def test_poses_sizes_and_sides_vary(dataset):
