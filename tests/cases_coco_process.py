@@ -252,7 +252,8 @@ CASES = [
 
 def build_inputs(tmp):
     """Every folder and file the rows name, under tmp: {placeholder: path}, plus "variants":
-    {variant: (victims, counter key, count)} and "base_ids" (the annotation ids of the good dataset)."""
+    {variant: (victims, counter key, count)}, "base_ids" (the annotation ids of the good dataset)
+    and "base_npy" (its figures)."""
     from synthetic_coco import make_synthetic_coco
     import coco_process
     base = tmp / "base"
@@ -301,7 +302,8 @@ def build_inputs(tmp):
     paths["resume_out"] = resume / "coco.npy"
     (resume / "coco.npy.partial").write_bytes(b"\0" * 8192)
     (resume / "coco.npy.partial.json").write_text('{"settings": {"joint_names": ["nose", "left_sh')
-    return {**{k: str(v) for k, v in paths.items()}, "variants": meta, "base_ids": base_ids}
+    return {**{k: str(v) for k, v in paths.items()}, "variants": meta, "base_ids": base_ids,
+            "base_npy": str(tmp / "base.npy")}
 
 
 # ----------------------------------------------------------------------------- checks after a row
@@ -323,12 +325,19 @@ def check_after(case, argv, stdout, inputs):
     else:
         assert not np.isnan(figures["keypoints"]).any()
     if variant == "keypoint_outside":
-        check_keypoint_outside_is_unlabelled(figures)
+        check_keypoint_outside_is_unlabelled(figures, open_figures(inputs["base_npy"]))
 
 
-def check_keypoint_outside_is_unlabelled(figures):
-    """The far-outside left shoulder of the victim is stored as (0, 0, 0) with an empty map."""
+def check_keypoint_outside_is_unlabelled(figures, base):
+    """The far-outside left shoulder of the victim is stored as (0, 0, 0) with an empty map; the
+    rest of its record is the base run's (its other 12 joints labelled, as all 13 were there)."""
     record = figures[figures["annotation_id"] == VICTIM_ANN][0]
+    before = base[base["annotation_id"] == VICTIM_ANN][0]
     shoulder = 1  # left_shoulder among the 13 joints (nose first)
     assert (record["keypoints"][shoulder] == 0).all() and (record["confidence_maps"][..., shoulder] == 0).all()
-    assert (record["keypoints"][:, 2] > 0).sum() >= 8
+    assert before["keypoints"][shoulder, 2] == 2 and (before["confidence_maps"][..., shoulder] > 0).any()
+    others = np.arange(13) != shoulder
+    np.testing.assert_array_equal(record["keypoints"][others], before["keypoints"][others])
+    np.testing.assert_array_equal(record["confidence_maps"][..., others], before["confidence_maps"][..., others])
+    assert record["figure"].tobytes() == before["figure"].tobytes()
+    assert (record["keypoints"][:, 2] > 0).sum() == 12
