@@ -161,6 +161,12 @@ def test_interrupted_run_resumes_to_identical_file(coco_sample, sample_figures, 
     assert sidecar_facts(killed) == sidecar_facts(str(sample_figures))
 
 
+def test_worker_processes_write_the_same_bytes(synthetic_coco, synthetic_figures, tmp_path):
+    """--workers 2 (spawned processes, results in order) writes what one process writes."""
+    out = process_coco(synthetic_coco, tmp_path / "two.npy", "--allow-multi-polygon", "--workers", 2, "--limit", 30)
+    assert open_figures(str(out)).tobytes() == open_figures(str(synthetic_figures))[:30].tobytes()
+
+
 def sidecar_facts(path):
     sidecar = read_sidecar(path)
     return {k: sidecar[k] for k in ("figures", "counts", "problems", "data_bytes", "data_crc32")}
