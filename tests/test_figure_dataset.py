@@ -131,23 +131,26 @@ def test_same_seed_same_batches(tmp_path):
     assert not np.array_equal(a[1]["augment"], b[1]["augment"])
 
 
-def test_host_sends_only_stored_bytes(tmp_path):
+def test_host_sends_only_stored_bytes(synthetic_figures):
     """A batch is uint8 crops, keypoints and N_PARAMS numbers per figure: 170 KB a figure at 320."""
-    path = write_figures(tmp_path / "coco.npy", n=8, size=320)
+    path = str(synthetic_figures)
     batch = FigureBatches(path, batch_size=4, size=128)[0]
     assert batch["figure"].dtype == np.uint8 and batch["figure"].shape == (4, 238, 238, 3)
     assert batch["keypoints"].shape == (4, 13, 3) and batch["augment"].shape == (4, N_PARAMS)
     per_figure = sum(v.nbytes for v in batch.values()) / 4
     assert per_figure == 238 * 238 * 3 + 13 * 3 * 4 + N_PARAMS * 4
-    records = np.load(path)
-    np.testing.assert_array_equal(batch["figure"], records["figure"][FigureBatches(path, batch_size=4)
-                                                                     .global_positions(0)])
+    records = np.load(path, mmap_mode="r")
+    positions = FigureBatches(path, batch_size=4).global_positions(0)
+    np.testing.assert_array_equal(batch["figure"], records["figure"][positions])
+    np.testing.assert_array_equal(batch["keypoints"], records["keypoints"][positions])
 
 
-def test_small_fields_read_without_the_crops(tmp_path):
-    path = write_figures(tmp_path / "coco.npy", n=10)
-    fields = FigureFile(path).small_fields(chunk=3)
-    records = np.load(path)
+def test_small_fields_read_without_the_crops(synthetic_figures):
+    """The head fields of the session's synthetic run (118 figures), read in chunks of 50, 50 and 18."""
+    path = str(synthetic_figures)
+    fields = FigureFile(path).small_fields(chunk=50)
+    records = np.load(path, mmap_mode="r")
+    assert len(fields) == 118
     assert "figure" not in fields.dtype.names and "confidence_maps" not in fields.dtype.names
     for name in fields.dtype.names:
         np.testing.assert_array_equal(fields[name], records[name])
