@@ -130,7 +130,7 @@ CASES = [
 
 def build_inputs(tmp):
     """Every file the rows name, made once: {placeholder: path}."""
-    from evaluate import import_network
+    from inference import import_network
     root = tmp / "coco"
     result = run_script(REPO / "synthetic_coco.py", "--out", root, "--images", 6, "--seed", 3)
     assert result.returncode == 0, result.stderr

@@ -165,7 +165,7 @@ def tiny_model(tmp_path_factory):
     """An untrained small model saved like model.py saves one (plumbing only)."""
     if not (REPO / "model.py").exists():
         pytest.skip("model.py not present")
-    from evaluate import import_network
+    from inference import import_network
     model_lib = import_network()
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     model_lib.build_model(size=96, width=0.25).save(path)
@@ -210,7 +210,7 @@ def test_model_evaluation_and_unreadable_image_folder(tiny_model, synthetic, tmp
 def test_export_gives_the_same_keypoints(kind, tiny_model, synthetic, tmp_path):
     import cv2
 
-    from evaluate import decode, export_model, exported_predictor, import_network, load_model_checked
+    from inference import decode, export_model, exported_predictor, import_network, load_model_checked
     from figures import canvas_image, open_figures
     model_lib = import_network()
     model, predict = load_model_checked(str(tiny_model))
@@ -239,6 +239,7 @@ def test_exported_models_evaluate_like_keras(tiny_model, exports, synthetic, tmp
     """--model takes the .keras file, the SavedModel folder and the .tflite file: the same keypoints
     (original pixels, within 0.5 px) and confidences, in evaluation and in --images."""
     import evaluate
+    import inference
     root, npy = synthetic
     models = {"keras": tiny_model, "saved_model": exports["saved_model"] / "saved_model",
               "tflite": exports["tflite"] / "model.tflite"}
@@ -261,7 +262,7 @@ def test_exported_models_evaluate_like_keras(tiny_model, exports, synthetic, tmp
         photo = np.array(list(photos[kind]["images"][0]["figures"][0]["keypoints"].values()))
         assert np.abs(photo[:, :2] - ref_photo[:, :2]).max() < 0.5
     # the export folder itself also names the model (export.json says which file)
-    model = evaluate.load_model_checked(str(exports["tflite"]))[0]
+    model = inference.load_model_checked(str(exports["tflite"]))[0]
     assert model.format == "tflite" and model.input_size == 96
 
 
