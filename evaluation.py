@@ -378,8 +378,10 @@ def run_evaluation(args, model=None, predict=None):
     return metrics
 
 
-def print_table(metrics, file=sys.stdout):
-    """The main numbers (model, baseline and decoding comparison) as an aligned table."""
+def print_table(metrics, file=None):
+    """The main numbers (model, baseline and decoding comparison) as an aligned table on `file`
+    (default: sys.stdout at the time of the call)."""
+    file = file or sys.stdout
     keys = [f"pck@{t}" for t in THRESHOLDS] + ["mean_error_px", "median_error_px", "oks_mean",
                                                 "ap", "ap50", "ap75", "ar"]
     rows = [("evaluated", metrics)]
