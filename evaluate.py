@@ -33,9 +33,10 @@ import os
 import sys
 
 from cli import HelpFormatter, InputError, OneLineParser, check_out_dir, int_in, number, split_name
-from evaluation import apply_run, load_figures_checked, print_table, run_evaluation  # run_sample.sh: evaluate.print_table
+from evaluation import apply_run, load_figures_checked, print_table, run_evaluation  # run_sample.sh uses print_table
 from inference import REFINES, export_model, load_model_checked
 from photos import list_images, load_box_annotations, run_inference
+
 
 def parse_bbox(text):
     try:
