@@ -1,6 +1,6 @@
 """evaluate.py: the oracle proves geometry + maps + decoding + inverse transform agree with
-pycocotools; results round-trip to original pixels; bad input gives one line; inference on
-images (boxes, polygon and RLE masks); export equivalence and the export's codec.
+pycocotools; results round-trip to original pixels; a mean-pose model scores as the baseline;
+bad input gives one line; export equivalence and the export's codec. (--images: test_photos.py.)
 
 evaluate.main runs in this process (bad_input_table.run_main: exit status, stdout, stderr);
 a subprocess only where the process boundary is the point (TensorFlow's start-up lines on
@@ -13,27 +13,13 @@ import zipfile
 import numpy as np
 import pytest
 
-from bad_input_table import run_main
+import evaluate_fixtures
 from conftest import REPO, run_script
+from evaluate_fixtures import evaluate_main, one_line_error
 
 EVALUATE = REPO / "evaluate.py"
-
-
-def evaluate_main(argv, capsys):
-    """(exit status, stdout, stderr) of evaluate.main(argv) in this process."""
-    return run_main("evaluate", [str(a) for a in argv], capsys)
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    """(coco root, coco.npy) of a small synthetic COCO sample (16 images, seed 3), made in this process."""
-    import coco_process
-    from synthetic_coco import make_synthetic_coco
-    root = tmp_path_factory.mktemp("syn")
-    make_synthetic_coco(str(root), n_images=16, split="train2017", seed=3)
-    npy = root / "coco.npy"
-    coco_process.main(["--coco-root", str(root), "--out", str(npy), "--examples", "0", "--quiet", "--workers", "1"])
-    return root, npy
+synthetic = evaluate_fixtures.synthetic
+tiny_model = evaluate_fixtures.tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -154,14 +140,6 @@ def test_a_model_predicting_the_mean_pose_scores_as_the_baseline(synthetic, tmp_
     assert 0.2 < metrics["pck@0.2"] < 1.0 and metrics["pck@0.05"] < 0.5     # a real baseline, not a trivial one
 
 
-def one_line_error(status, stderr):
-    assert status != 0
-    assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error:"), stderr
-    return lines[0]
-
-
 def test_model_mistake_is_one_line_with_tensorflow_loaded(synthetic, tmp_path):
     """As a process (TensorFlow's C++ start-up lines go to fd 2, which only a process shows): a text
     file as --model is one line, after TensorFlow has loaded."""
@@ -206,19 +184,7 @@ def test_help_explains_every_flag(capsys):
 
 # ----------------------------------------------------------------------------- with a (tiny, untrained) model
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """An untrained small model (seeded) saved as model.py saves one (plumbing only)."""
-    from inference import import_network
-    network = import_network()
-    import keras
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    network.build_model(size=96, width=0.25).save(path)
-    return path
-
-
-def test_model_evaluation_and_unreadable_image_folder(tiny_model, synthetic, tmp_path, capsys):
+def test_model_evaluation_scores_what_it_writes(tiny_model, synthetic, tmp_path, capsys):
     from coco_eval import coco_keypoint_eval, gt_dataset_from_annotations, load_annotations, person_oks
     from figures import joint_names
     root, npy = synthetic
@@ -238,32 +204,6 @@ def test_model_evaluation_and_unreadable_image_folder(tiny_model, synthetic, tmp
     assert metrics["oks_mean"] == pytest.approx(np.nanmean(list(person_oks(evaluator).values())), rel=1e-12)
     assert metrics["oks_mean"] < metrics["baseline"]["oks_mean"]          # untrained: worse than the mean pose
     assert (tmp_path / "eval" / "worst.png").exists()
-    # a folder of two images and one unreadable file
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    images = sorted((root / "images" / "train2017").glob("*.jpg"))[:2]
-    for image in images:
-        (folder / image.name).write_bytes(image.read_bytes())
-    (folder / "broken.jpg").write_bytes(b"garbage")
-    out = tmp_path / "inference"
-    status, stdout, stderr = evaluate_main(["--model", tiny_model, "--images", folder, "--out", out, "--bbox",
-                                            "20,10,100,200", "--quiet"], capsys)
-    assert status == 0, stderr
-    assert "1 unreadable" in stdout and stderr.strip() == f"evaluate.py: skipped {folder / 'broken.jpg'}: unreadable"
-    predictions = json.loads((out / "predictions.json").read_text())
-    assert len(predictions["images"]) == 2 and predictions["unreadable"] == [str(folder / "broken.jpg")]
-    for entry in predictions["images"]:
-        assert (out / entry["overlay"]).exists()
-        (figure,) = entry["figures"]
-        assert figure["bbox"] == [20, 10, 100, 200] and figure["crop"] == "--bbox" and not figure["masked"]
-        assert list(figure["keypoints"]) == predictions["joint_names"] == list(names)
-        xy = np.array([v[:2] for v in figure["keypoints"].values()])
-        # the canvas covers the bbox centre +- 0.7 x its side (frame of side / 5): keypoints lie in it
-        centre, half = np.array([70.0, 110.0]), 0.7 * 200 + 2
-        assert np.all(np.abs(xy - centre) <= half)
-    assert "could be read" in one_line_error(
-        *evaluate_main(["--model", tiny_model, "--images", folder / "broken.jpg", "--out", tmp_path / "o2",
-                        "--quiet"], capsys)[::2])
 
 
 @pytest.mark.parametrize("kind", ["tflite", "saved_model"])
@@ -390,108 +330,3 @@ def test_readme_standalone_tflite_example_runs(exports, synthetic, tmp_path):
             np.testing.assert_allclose(theirs[:, 2], ours[:, 2], atol=1e-3)
         else:                            # area-shrunk from the whole photo, not a window: close, not equal
             assert np.isfinite(theirs).all() and np.abs(theirs[:, 2] - ours[:, 2]).max() < 0.05
-
-
-def test_photo_set_boxes_from_csv_and_json_no_silent_overwrite(tiny_model, synthetic, tmp_path, capsys):
-    """Boxes per image from a CSV or a JSON list (two boxes on one photo: two figures); overlays draw
-    the box; a second run into the same --out is refused without --overwrite; unmasked crops are noted."""
-    import cv2
-
-    import evaluate
-    root, _ = synthetic
-    images = sorted((root / "images" / "train2017").glob("*.jpg"))[:2]
-    (tmp_path / "boxes.csv").write_text(f"file,x,y,w,h\n{images[0].name},10,12,60,90\n"
-                                        f"{images[0].name},40,20,50,70\n{images[1].name},5,5,80,100\n")
-    (tmp_path / "boxes.json").write_text(json.dumps([{"file": images[1].name, "x": 5, "y": 5, "w": 80, "h": 100}]))
-    out = tmp_path / "preds"
-    argv = ["--model", str(tiny_model), "--images", *map(str, images), "--out", str(out), "--quiet"]
-    evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.csv")])
-    printed = capsys.readouterr().out
-    predictions = json.loads((out / "predictions.json").read_text())
-    assert [len(e["figures"]) for e in predictions["images"]] == [2, 1]
-    assert predictions["images"][0]["figures"][1]["bbox"] == [40, 20, 50, 70]
-    assert "note: figures without a person mask: 3;" in printed
-    overlay = cv2.cvtColor(cv2.imread(str(out / predictions["images"][1]["overlay"])), cv2.COLOR_BGR2RGB)
-    edge = overlay[30:80, 5].astype(int)                      # the box's left edge, x = 5: yellow
-    assert (np.abs(edge - [255, 210, 0]).sum(-1) < 90).mean() > 0.5
-    with pytest.raises(SystemExit, match="holds the predictions.json of an earlier run"):
-        evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.json")])
-    evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.json"), "--overwrite"])
-    predictions = json.loads((out / "predictions.json").read_text())
-    assert [len(e["figures"]) for e in predictions["images"]] == [1, 1]   # no box for images[0]: whole image
-    assert predictions["images"][0]["figures"][0]["crop"] == "whole image"
-    (tmp_path / "bad.csv").write_text(f"{images[0].name},1,2,0,5\n")
-    with pytest.raises(SystemExit, match=r"row 1 is not file,x,y,w,h"):
-        evaluate.main(argv[:-3] + ["--out", str(tmp_path / "o"), "--annotations", str(tmp_path / "bad.csv")])
-
-
-# ----------------------------------------------------------------------------- --annotations with person masks
-
-def uncompressed_rle(mask):
-    """COCO's uncompressed RLE counts of a 0/1 mask: run lengths in column-major order, zeros first."""
-    flat = np.asarray(mask, dtype=np.uint8).ravel(order="F")
-    edges = np.flatnonzero(np.diff(flat)) + 1
-    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
-    return ([0] if flat[0] else []) + runs
-
-
-@pytest.fixture(scope="module")
-def masked_person(synthetic, tmp_path_factory):
-    """(photo, bbox, mask, {kind: --annotations file}) for one synthetic person whose segmentation is
-    written as polygons (as annotated), compressed RLE (pycocotools.mask.encode) and uncompressed RLE."""
-    from pycocotools import mask as mask_utils
-
-    from coco_io import person_mask
-    root, _ = synthetic
-    data = json.loads((root / "annotations" / "person_keypoints_train2017.json").read_text())
-    ann = next(a for a in data["annotations"] if not a["iscrowd"] and len(a["segmentation"]) == 1)
-    image = next(im for im in data["images"] if im["id"] == ann["image_id"])
-    mask = person_mask(ann, image["height"], image["width"])
-    compressed = mask_utils.encode(np.asfortranarray(mask))
-    segmentations = {"polygons": ann["segmentation"],
-                     "rle": {"size": compressed["size"], "counts": compressed["counts"].decode()},
-                     "uncompressed rle": {"size": [image["height"], image["width"]], "counts": uncompressed_rle(mask)}}
-    folder = tmp_path_factory.mktemp("masks")
-    files = {}
-    for kind, segmentation in segmentations.items():
-        files[kind] = folder / f"{kind.replace(' ', '_')}.json"
-        files[kind].write_text(json.dumps({"images": [image], "annotations": [dict(ann, segmentation=segmentation)]}))
-    x, y, w, h = ann["bbox"]
-    files["csv"] = folder / "boxes.csv"
-    files["csv"].write_text(f"file,x,y,w,h\n{image['file_name']},{x},{y},{w},{h}\n")
-    return root / "images" / "train2017" / image["file_name"], ann["bbox"], mask, files
-
-
-def test_annotation_masks_decode_the_same_from_polygons_and_rle(masked_person):
-    from coco_io import read_image
-    from photos import crops_for, load_box_annotations
-    photo, bbox, mask, files = masked_person
-    image, _ = read_image(str(photo))
-    assert 500 < mask.sum() < bbox[2] * bbox[3]          # a person, not its whole box
-    for kind in ("polygons", "rle", "uncompressed rle"):
-        boxes = load_box_annotations(str(files[kind]))
-        ((crop_bbox, crop_mask, source),), skipped = crops_for(image, photo.name, None, boxes)
-        assert skipped == [] and source == "annotation" and crop_bbox == bbox
-        np.testing.assert_array_equal(crop_mask, mask, err_msg=kind)
-    ((_, no_mask, _),), _ = crops_for(image, photo.name, None, load_box_annotations(str(files["csv"])))
-    assert no_mask is None
-
-
-def test_images_with_masked_annotations(tiny_model, masked_person, tmp_path, capsys):
-    """--annotations as COCO JSON (polygons, compressed or uncompressed RLE): a masked figure, the same
-    joints from each; the same box from a CSV: unmasked (other joints), and the note says so."""
-    photo, bbox, _, files = masked_person
-    figures, printed = {}, {}
-    for kind in ("polygons", "rle", "uncompressed rle", "csv"):
-        out = tmp_path / kind.replace(" ", "_")
-        status, printed[kind], stderr = evaluate_main(["--model", tiny_model, "--images", photo, "--annotations",
-                                                       files[kind], "--out", out, "--quiet"], capsys)
-        assert status == 0, stderr
-        (entry,) = json.loads((out / "predictions.json").read_text())["images"]
-        (figures[kind],) = entry["figures"]
-        assert figures[kind]["bbox"] == [round(float(v), 2) for v in bbox] and figures[kind]["crop"] == "annotation"
-    for kind in ("polygons", "rle", "uncompressed rle"):
-        assert figures[kind]["masked"] is True and "without a person mask" not in printed[kind]
-        assert figures[kind]["keypoints"] == figures["polygons"]["keypoints"], kind
-    assert figures["csv"]["masked"] is False and "note: figures without a person mask: 1;" in printed["csv"]
-    assert figures["csv"]["keypoints"] != figures["polygons"]["keypoints"]      # the mask changed the canvas
