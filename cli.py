@@ -4,6 +4,7 @@ Every number a user types is checked at parse time against the range its `--help
 no run starts (and writes) with a value that would make it fail later or, worse, succeed wrongly.
 """
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -26,6 +27,16 @@ def check_out_dir(path: str):
         raise InputError(f"--out {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"--out {path}: {existing} is not writable")
+
+
+@contextlib.contextmanager
+def os_errors_as_input(what: str):
+    """An OSError inside the block becomes the one-line InputError "cannot <what> (<reason>)",
+    e.g. what = "write out/metrics.json" or "create --out out"."""
+    try:
+        yield
+    except OSError as err:
+        raise InputError(f"cannot {what} ({err.strerror or err})") from None
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -354,3 +354,29 @@ def heat_image(map01, size):
     grey = (np.clip(np.asarray(map01, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
     grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_LINEAR)
     return cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+# ----------------------------------------------------------------------------- crop geometry of predictions
+
+def to_original(canvas_xy, affines):
+    """Canvas points (N, J, >=2) -> original-image points (N, J, 2) via each figure's inverse affine."""
+    canvas_xy = np.asarray(canvas_xy, dtype=np.float64)[..., :2]
+    return np.stack([apply_affine(invert_affine(a), xy) for a, xy in zip(affines, canvas_xy)]) \
+        if len(canvas_xy) else np.zeros((0,) + canvas_xy.shape[1:])
+
+
+def gt_original(keypoints, affines):
+    """Labelled canvas keypoints (N, J, 3) -> original pixels (N, J, 3); unlabelled stay 0, 0, 0."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    out = np.zeros_like(kp)
+    labelled = kp[..., 2] > 0
+    out[..., :2] = np.where(labelled[..., None], to_original(kp, affines), 0.0)
+    out[..., 2] = kp[..., 2]
+    return out
+
+
+def mirror_keypoints(keypoints, canvas_size, flip_perm):
+    """Canvas keypoints (J, 3) of the horizontally mirrored figure (x -> S - 1 - x, left/right swapped)."""
+    kp = np.asarray(keypoints, dtype=np.float64)[flip_perm].copy()
+    kp[:, 0] = np.where(kp[:, 2] > 0, canvas_size - 1 - kp[:, 0], 0.0)
+    return kp

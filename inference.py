@@ -11,8 +11,14 @@ tanh range, maps = clip((out + 1) / 2, 0, 1). A .tflite file takes one figure pe
 
 An ExportedModel offers what evaluate.py reads of a Keras model (`inputs[0].shape`,
 `outputs[0].shape`), so evaluation, --images and decoding run on it unchanged.
-No side effects on import: TensorFlow is imported only when a model is loaded.
+
+Every predictor evaluate.py runs lives here too: `load_model_checked` (a .keras file through
+network.py, or an export), `export_model` (writes an export), `oracle_maps` (the stored
+ground-truth maps, a perfect model), `model_maps` (with the flip test) and `decode`.
+No side effects on import: TensorFlow and Keras are imported only when a model is loaded.
 """
+import contextlib
+import io
 import json
 import os
 import sys
@@ -21,7 +27,14 @@ import warnings
 import cv2
 import numpy as np
 
+from atomic import remove_path, write_json
+from cli import InputError, os_errors_as_input
+from confidence_maps import (codec_of_model, dequantise_maps, flip_maps, quantise_maps,
+                             render_confidence_maps)
+from figures import JOINT_SETS, joint_names, mirror_keypoints
+
 EXPORT_JSON = "export.json"
+REFINES = ("dark", "quarter", "none")  # sub-pixel refinements of a map peak (decode)
 
 
 class ExportError(ValueError):
@@ -170,3 +183,142 @@ def is_exported(path):
     """True if `path` names an export (.tflite, SavedModel folder or export folder) rather than a .keras file."""
     path = os.path.normpath(path)
     return path.endswith(".tflite") or os.path.isdir(path)
+
+
+def exported_predictor(path):
+    """A predict(model, canvases, batch_size) for an exported model (the model argument is ignored).
+
+    Same contract as network.predict_maps: uint8 canvases -> maps (N, M, M, J) in [0, 1]
+    (ExportedModel, which reads export.json beside the model).
+    """
+    exported = load_exported(path)
+    return lambda _model, canvases, batch_size=16: exported.maps(canvases, batch_size)
+
+
+# ----------------------------------------------------------------------------- loading and exporting
+
+def import_network():
+    """network.py, the backend started first without its start-up chatter (backend.start_keras):
+    only when a .keras model is needed, so other mistakes fail fast without TensorFlow."""
+    import backend
+    backend.start_keras()
+    import network
+    return network
+
+
+def load_model_checked(path):
+    """(model, predict): a .keras file with network.predict_maps, or an export (.tflite, SavedModel
+    folder, or the folder evaluate.py --export wrote) with predict_exported; one-line
+    InputError for anything not ours."""
+    if not os.path.exists(path):
+        raise InputError(f"model file not found: {path}")
+    if is_exported(path):
+        try:
+            model, predict = load_exported(path), predict_exported
+        except ExportError as err:
+            raise InputError(f"--model {err}") from None
+    else:
+        network = import_network()
+        try:
+            model, predict = network.load_trained_model(path), network.predict_maps
+        except (ValueError, OSError) as err:
+            raise InputError(str(err)) from None
+    n_joints = int(model.outputs[0].shape[-1])
+    if n_joints not in JOINT_SETS:
+        raise InputError(f"--model {path} predicts {n_joints} joints; figure-pose models predict "
+                         f"{' or '.join(map(str, sorted(JOINT_SETS)))}")
+    return model, predict
+
+
+def export_model(model, kind, out_dir):
+    """Write a deployable copy of the model's main output: model.tflite or saved_model/.
+
+    Input: float32 (1, S, S, 3) = network.preprocess_images(RGB uint8 canvas) in [-1, 1];
+    output: float32 (1, M, M, J) in tanh range [-1, 1] (maps = (out + 1) / 2). export.json
+    beside it records S, M, the joint names and the decoding settings (the model's codec).
+
+    Atomic: the export is written to `<path>.partial` and renamed at the end (export.json
+    after it), so a killed export leaves nothing at `path` that loads as an export; the
+    `.partial` of a killed run is removed by the next one. One-line InputError on OSError.
+    """
+    import keras
+    with os_errors_as_input(f"create --out {out_dir}"):
+        os.makedirs(out_dir, exist_ok=True)
+    main = keras.Model(model.inputs[0], model.outputs[0], name="figure_pose_export")
+    size, m = int(model.inputs[0].shape[1]), int(model.outputs[0].shape[1])
+    path = os.path.join(out_dir, "saved_model" if kind == "saved_model" else "model.tflite")
+    partial = path + ".partial"
+    with os_errors_as_input(f"write the export {path}"):
+        remove_path(partial)
+        write_export_file(main, kind, size, partial)
+        remove_path(os.path.join(out_dir, EXPORT_JSON))      # never beside another export than its own
+        if os.path.isdir(path):                                # a folder cannot be renamed over a full one
+            remove_path(path)
+        os.replace(partial, path)
+    info = {"format": kind, "path": os.path.basename(path), "input_size": size, "map_size": m,
+            "joint_names": list(joint_names(int(model.outputs[0].shape[-1]))), **codec_of_model(size, m).to_json(),
+            "input": "float32 (1, S, S, 3) RGB canvas / 127.5 - 1 (model.preprocess_images)",
+            "output": "float32 (1, M, M, J) tanh; maps = clip((out + 1) / 2, 0, 1); "
+                      "decode with confidence_maps.ConfidenceMapCodec(stride, sigma_px).decode(maps)"}
+    with os_errors_as_input(f"write {os.path.join(out_dir, EXPORT_JSON)}"):
+        write_json(os.path.join(out_dir, EXPORT_JSON), info)
+    return path
+
+
+def write_export_file(main, kind, size, path):
+    """The Keras model `main` as a SavedModel folder (batch of any size) or a .tflite file (batch 1) at `path`."""
+    import tempfile
+
+    import tensorflow as tf
+    batch = None if kind == "saved_model" else 1
+    signature = [tf.TensorSpec((batch, size, size, 3), tf.float32, name="figure")]
+    if kind == "saved_model":
+        with contextlib.redirect_stdout(io.StringIO()):
+            main.export(path, format="tf_saved_model", verbose=False, input_signature=signature)
+        return
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        main.export(tmp, format="tf_saved_model", verbose=False, input_signature=signature)
+        flat = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+    with open(path, "wb") as f:
+        f.write(flat)
+
+
+# ----------------------------------------------------------------------------- predictors
+
+def oracle_maps(records, flip_test, flip_perm):
+    """The stored ground-truth maps (N, M, M, J) of records, in [0, 1].
+
+    With flip_test, averaged with the maps of the mirrored figure, rendered and stored
+    the same way (quantised), then un-flipped with flip_maps: a perfect model's flip test.
+    """
+    maps = dequantise_maps(records["confidence_maps"])
+    if not flip_test:
+        return maps
+    mirrored = []
+    for record in records:
+        size = int(record["canvas_size"])
+        m = record["confidence_maps"].shape[0]
+        kp = mirror_keypoints(record["keypoints"], size, flip_perm)
+        mirrored.append(dequantise_maps(quantise_maps(render_confidence_maps(kp, m, size // m))))
+    return 0.5 * (maps + flip_maps(np.stack(mirrored), flip_perm))
+
+
+def model_maps(model, predict, canvases, flip_test, flip_perm, batch_size):
+    """Model maps (N, M, M, J) for uint8 canvases; with flip_test the average with the mirror's un-flipped maps."""
+    maps = predict(model, canvases, batch_size=batch_size)
+    if flip_test:
+        mirrored = predict(model, np.ascontiguousarray(canvases[:, :, ::-1]), batch_size=batch_size)
+        maps = 0.5 * (maps + flip_maps(mirrored, flip_perm))
+    return np.asarray(maps, dtype=np.float32)
+
+
+def decode(maps, canvas_size, model_size, refine):
+    """Canvas keypoints (N, J, 3) from maps predicted for canvases of side canvas_size by a
+    model of input side model_size: its codec, seen on the canvas (stride canvas_size / M)."""
+    codec = codec_of_model(model_size, maps.shape[-2]).rescaled(canvas_size / model_size)
+    return codec.decode(maps, refine)
+
+
+def variant_name(refine, flip):
+    """A decoding's name in outputs: dark, quarter+flip, ..."""
+    return f"{refine}{'+flip' if flip else ''}"

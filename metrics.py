@@ -61,3 +61,10 @@ def mean_pose(keypoints):
         pose = sums / counts[:, None]
     fallback = np.nanmean(pose, axis=0) if np.isfinite(pose).any() else np.zeros(2)
     return np.where(np.isfinite(pose), pose, fallback)
+
+
+def baseline_predictions(pose, n):
+    """The mean pose (J, 2) as canvas predictions (n, J, 3) with confidence 1."""
+    out = np.ones((n,) + pose.shape[:1] + (3,), dtype=np.float64)
+    out[..., :2] = pose
+    return out

@@ -4,12 +4,14 @@ New drawing code lives here (figures.py keeps the older helpers until the file r
 Images are RGB uint8; coordinates follow figures.py (x right, y down, integers at pixel centres).
 """
 import io
+import os
 
 import cv2
 import numpy as np
 
 from atomic import write_atomic
-from figures import FRAME_RATIO, joint_colour
+from confidence_maps import dequantise_maps
+from figures import FRAME_RATIO, canvas_image, draw_skeleton, heat_image, joint_colour, summed_maps
 
 
 def draw_crop(image, bbox, thickness=1, frame_ratio=FRAME_RATIO):
@@ -68,6 +70,95 @@ def peaks_on_grey(image01, maps01, names, min_confidence=0.2):
         filled = maps01[v, u, j] >= min_confidence
         cv2.circle(out, centre, radius, joint_colour(name), -1 if filled else 1, cv2.LINE_AA)
     return out
+
+
+def heat_tile(maps01, size):
+    """Sum of maps (M, M, J) in [0, 1] as an RGB colour-mapped size x size tile."""
+    return heat_image(summed_maps(maps01), size)
+
+
+def figure_row(canvas, gt_kp, target01, pred01, pred_kp, names, tile=192, min_confidence=0.2):
+    """input | target maps | predicted maps | predicted skeleton (labels as black + marks), one row.
+
+    Predicted joints below min_confidence are not drawn.
+    """
+    size = canvas.shape[0]
+    scale = tile / size
+    small = cv2.resize(canvas, (tile, tile), interpolation=cv2.INTER_AREA)
+    gt_present = gt_kp[:, 2] > 0
+    drawn = draw_skeleton(small, pred_kp[:, :2] * scale + (scale - 1) / 2, pred_kp[:, 2] >= min_confidence, names)
+    for k in np.flatnonzero(gt_present):
+        p = tuple(int(round(v)) for v in gt_kp[k, :2] * scale + (scale - 1) / 2)
+        cv2.drawMarker(drawn, p, (0, 0, 0), cv2.MARKER_CROSS, 7, 1)
+    return np.concatenate([small, heat_tile(target01, tile), heat_tile(pred01, tile), drawn], axis=1)
+
+
+def write_grid(path, rows, captions, tile=192):
+    """Stack rows (H, 4 * tile, 3) under a header into one PNG (atomic; OSError); each row gets a caption."""
+    header = np.full((28, rows[0].shape[1], 3), 255, np.uint8)
+    for i, text in enumerate(("input", "target (maps summed)", "prediction (maps summed)", "prediction (+: label)")):
+        cv2.putText(header, text, (i * tile + 6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    body = []
+    for row, caption in zip(rows, captions):
+        strip = np.full((18, row.shape[1], 3), 255, np.uint8)
+        cv2.putText(strip, caption, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        body += [row, strip]
+    save_png(path, np.concatenate([header] + body, axis=0))
+
+
+def plot_pck_per_joint(path, per_joint, names, baseline=None, title=""):
+    """Bar chart of per-joint PCK at each threshold of per_joint ({"pck@T": {joint: value or None}})
+    and the baseline's PCK at the largest as markers; a PNG, atomically (OSError)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = list(per_joint)
+    fig, ax = plt.subplots(figsize=(max(7, 0.7 * len(names)), 4), dpi=100)
+    width = 0.8 / len(keys)
+    x = np.arange(len(names))
+    for i, key in enumerate(keys):
+        values = [per_joint[key][n] or 0.0 for n in names]
+        ax.bar(x + (i - (len(keys) - 1) / 2) * width, values, width, label=key.upper())
+    if baseline is not None:
+        ax.plot(x, [baseline[keys[-1]][n] or 0.0 for n in names], "k_", markersize=14,
+                label=f"mean pose {keys[-1].upper()}")
+    ax.set_xticks(x)
+    ax.set_xticklabels([n.replace("_", " ") for n in names], rotation=45, ha="right")
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel("PCK")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", ncol=len(keys) + 1, frameon=False)
+    fig.tight_layout()
+    try:
+        save_plot(path, fig, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def write_pictures(out_dir, figures, index, pred, per_figure, shown, worst_maps, names):
+    """examples.png (first figures) and worst.png (largest mean error / bbox side) of evaluated
+    figures (records `figures`, the evaluated `index`, canvas predictions `pred` in index order);
+    shown / worst_maps: {figure index: predicted maps}. Returns the paths written (OSError)."""
+    written = []
+    for name, maps in (("examples.png", shown), ("worst.png", worst_maps)):
+        chosen = list(maps)
+        if not chosen:
+            continue
+        if name == "worst.png":
+            chosen = sorted(chosen, key=lambda i: -per_figure[np.searchsorted(index, i)])
+        rows, captions = [], []
+        for i in chosen:
+            record = figures[i]
+            k = int(np.searchsorted(index, i))
+            rows.append(figure_row(canvas_image(record), record["keypoints"],
+                                   dequantise_maps(record["confidence_maps"]), maps[i], pred[k], names))
+            captions.append(f"image {int(record['image_id'])}, annotation {int(record['annotation_id'])}: "
+                            f"mean error {per_figure[k]:.3f} x bbox side")
+        path = os.path.join(out_dir, name)
+        write_grid(path, rows, captions)
+        written.append(path)
+    return written
 
 
 def save_png(path, rgb):

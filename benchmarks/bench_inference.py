@@ -3,13 +3,13 @@
     python benchmarks/bench_inference.py [--model runs/NAME/best.keras] [--runs 30] [--json out.json]
 
 Without --model an untrained model of the default architecture at 320 x 320
-(model.build_model()) is timed: latency does not depend on the weights. For every
+(network.build_model()) is timed: latency does not depend on the weights. For every
 backend the median (and 10th / 90th percentile) of --runs timed calls after --warmup
 untimed ones is reported, for one 320 x 320 canvas:
 
-- keras predict_maps: model.predict_maps (preprocessing, model.predict, tanh -> [0, 1]);
+- keras predict_maps: network.predict_maps (preprocessing, model.predict, tanh -> [0, 1]);
 - keras call: the compiled forward pass alone (tf.function of model(x, training=False));
-- saved_model: `evaluate.py --export saved_model`, loaded with tf.saved_model.load;
+- saved_model: `evaluate.py --export saved_model` (inference.export_model), loaded with tf.saved_model.load;
 - tflite: `evaluate.py --export tflite`, tf.lite.Interpreter with all cores (XNNPACK);
 - decode: confidence_maps.decode_keypoints (dark) of the 80 x 80 x 13 maps, for scale.
 """
@@ -41,14 +41,14 @@ def timed(fn, runs, warmup):
 
 def main():
     parser = argparse.ArgumentParser(description="CPU latency per figure (batch 1) of Keras and each export.")
-    parser.add_argument("--model", help="a trained .keras (default: an untrained model.build_model() at 320)")
+    parser.add_argument("--model", help="a trained .keras (default: an untrained network.build_model() at 320)")
     parser.add_argument("--runs", type=int, default=30, help="timed calls per backend")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls first")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    import evaluate
-    model_lib = evaluate.import_network()
+    import inference
+    model_lib = inference.import_network()
     import tensorflow as tf
     from confidence_maps import decode_keypoints
     model = model_lib.load_trained_model(args.model) if args.model else model_lib.build_model()
@@ -63,8 +63,8 @@ def main():
     results["keras call"] = timed(lambda: [np.asarray(o) for o in forward(tf.constant(x))], args.runs, args.warmup)
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("saved_model", "tflite"):
-            path = evaluate.export_model(model, kind, os.path.join(tmp, kind))
-            predict = evaluate.exported_predictor(path)
+            path = inference.export_model(model, kind, os.path.join(tmp, kind))
+            predict = inference.exported_predictor(path)
             results[kind] = timed(lambda: predict(None, canvas), args.runs, args.warmup)
             results[kind]["bytes"] = (os.path.getsize(path) if os.path.isfile(path) else
                                       sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path)

@@ -90,10 +90,10 @@ def pooled_ap(rows, args, names):
     else the mean of the folds' approximate APs (ground truth rebuilt from the figures)."""
     if not args.coco_root:
         return float(np.mean([r["ap"] for r in rows])), float(np.mean([r["baseline"]["ap"] for r in rows]))
-    import evaluate
-    annotations = evaluate.load_annotations(args.coco_root, args.split)
-    gt = evaluate.gt_dataset_from_annotations(annotations, sum((r["annotation_ids"] for r in rows), []), names)
-    return evaluate.coco_keypoint_eval(gt, sum((r["results"] for r in rows), []), names)[0]["ap"], None
+    import coco_eval
+    annotations = coco_eval.load_annotations(args.coco_root, args.split)
+    gt = coco_eval.gt_dataset_from_annotations(annotations, sum((r["annotation_ids"] for r in rows), []), names)
+    return coco_eval.coco_keypoint_eval(gt, sum((r["results"] for r in rows), []), names)[0]["ap"], None
 
 
 def pooled(rows, key, baseline=False):

@@ -8,8 +8,7 @@ import zipfile
 
 import numpy as np
 
-from bad_input_table import REPO, Case, write
-from conftest import run_script
+from bad_input_table import Case, write
 
 OUT = "out"  # the name of {out} in each row's folder
 EV = "evaluate"
@@ -130,28 +129,24 @@ CASES = [
 
 def build_inputs(tmp):
     """Every file the rows name, made once: {placeholder: path}."""
-    from evaluate import import_network
+    paths = build_data(tmp)
+    paths.update(build_models(tmp))
+    paths.update(build_photos(tmp, paths["coco_root"]))
+    paths.update(build_box_annotations(tmp))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def build_data(tmp):
+    """A 6-image synthetic COCO sample, its figures (13 and 17 joints) and broken variants of both,
+    made in this process (synthetic_coco.make_synthetic_coco, coco_process.main)."""
+    import coco_process
+    from synthetic_coco import make_synthetic_coco
     root = tmp / "coco"
-    result = run_script(REPO / "synthetic_coco.py", "--out", root, "--images", 6, "--seed", 3)
-    assert result.returncode == 0, result.stderr
+    make_synthetic_coco(str(root), n_images=6, split="train2017", seed=3)
     paths = {"coco_root": root, "data": tmp / "coco.npy", "data17": tmp / "coco17.npy"}
     for name, joints in (("data", 13), ("data17", 17)):
-        result = run_script(REPO / "coco_process.py", "--coco-root", root, "--out", paths[name], "--examples", 0,
-                            "--quiet", "--workers", 1, "--joints", joints)
-        assert result.returncode == 0, result.stderr
-
-    model_lib = import_network()
-    paths["model"] = tmp / "tiny.keras"
-    model_lib.build_model(size=96, width=0.25).save(paths["model"])
-    import keras
-    image = keras.Input((96, 96, 3))
-    paths["model5"] = tmp / "model5.keras"
-    keras.Model(image, keras.layers.Conv2D(5, 1, strides=4)(image)).save(paths["model5"])
-    paths["notes_keras"] = write(tmp / "notes.keras", "not a model\n")
-    paths["foreign_keras"] = tmp / "foreign.keras"
-    with zipfile.ZipFile(paths["foreign_keras"], "w") as z:
-        z.writestr("config.json", json.dumps({"class_name": "Nothing"}))
-
+        coco_process.main(["--coco-root", str(root), "--out", str(paths[name]), "--examples", "0", "--quiet",
+                           "--workers", "1", "--joints", str(joints)])
     paths["empty_file"] = write(tmp / "empty.npy", "")
     paths["a_file"] = write(tmp / "a_file", "x\n")
     paths["npz"] = tmp / "figures.npz"
@@ -166,22 +161,47 @@ def build_inputs(tmp):
         del ann["area"]
     paths["coco_root_no_area"] = tmp / "coco_no_area"
     write(paths["coco_root_no_area"] / "annotations" / "person_keypoints_train2017.json", json.dumps(annotations))
+    return paths
 
+
+def build_models(tmp):
+    """A tiny model of ours, a model of 5 joints, a text file and a foreign zip named .keras."""
+    from inference import import_network
+    network = import_network()
+    paths = {"model": tmp / "tiny.keras", "model5": tmp / "model5.keras"}
+    network.build_model(size=96, width=0.25).save(paths["model"])
+    import keras
+    image = keras.Input((96, 96, 3))
+    keras.Model(image, keras.layers.Conv2D(5, 1, strides=4)(image)).save(paths["model5"])
+    paths["notes_keras"] = write(tmp / "notes.keras", "not a model\n")
+    paths["foreign_keras"] = tmp / "foreign.keras"
+    with zipfile.ZipFile(paths["foreign_keras"], "w") as z:
+        z.writestr("config.json", json.dumps({"class_name": "Nothing"}))
+    return paths
+
+
+def build_photos(tmp, root):
+    """A folder of one photo and one broken file, a small PNG, an empty folder, a folder without images."""
+    import cv2
     photos = tmp / "photos"
     photos.mkdir()
-    paths["photos"], paths["photo"] = photos, photos / "000000000001.jpg"
+    paths = {"photos": photos, "photo": photos / "000000000001.jpg"}
     shutil.copy(root / "images" / "train2017" / "000000000001.jpg", paths["photo"])
     paths["broken"] = write(photos / "broken.jpg", "garbage")
     paths["small_png"] = tmp / "small.png"
-    import cv2
     cv2.imwrite(str(paths["small_png"]), np.full((50, 40, 3), 100, np.uint8))
     paths["empty_folder"] = tmp / "empty_folder"
     paths["empty_folder"].mkdir()
     paths["text_folder"] = tmp / "text_folder"
     write(paths["text_folder"] / "readme.txt", "no images here\n")
+    return paths
 
+
+def build_box_annotations(tmp):
+    """--annotations files, each broken in one way."""
     image_entry = {"id": 1, "file_name": "000000000001.jpg"}
     good = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [10, 10, 80, 150]}
+    paths = {}
     for name, data in (("ann_list", [1, 2]), ("ann_no_lists", {"images": 3}),
                        ("ann_no_file_name", {"images": [{"id": 1}], "annotations": [good]}),
                        ("ann_no_image_id", {"images": [image_entry],
@@ -193,4 +213,4 @@ def build_inputs(tmp):
                                         "annotations": [dict(good, bbox=[900, 900, 10, 10])]})):
         paths[name] = write(tmp / f"{name}.json", json.dumps(data))
     paths["ann_not_json"] = write(tmp / "ann_not_json.json", "{not json")
-    return {k: str(v) for k, v in paths.items()}
+    return paths

@@ -1,61 +1,43 @@
 """evaluate.py: the oracle proves geometry + maps + decoding + inverse transform agree with
-pycocotools; results round-trip to original pixels; bad input gives one line; inference on
-images; export equivalence."""
+pycocotools; results round-trip to original pixels; a mean-pose model scores as the baseline;
+bad input gives one line; export equivalence and the export's codec. (--images: test_photos.py.)
+
+evaluate.main runs in this process (bad_input_table.run_main: exit status, stdout, stderr);
+a subprocess only where the process boundary is the point (TensorFlow's start-up lines on
+fd 2, the README's standalone script).
+"""
 import json
+import types
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+import evaluate_fixtures
 from conftest import REPO, run_script
+from evaluate_fixtures import evaluate_main, one_line_error
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REAL_SAMPLE = SHARED / "data" / "coco-sample"
 EVALUATE = REPO / "evaluate.py"
-
-
-def real_sample_or_skip():
-    if not (REAL_SAMPLE / "annotations" / "person_keypoints_train2017.json").exists():
-        pytest.skip(f"real COCO slice not found at {REAL_SAMPLE} (needs ../shared beside the checkout)")
-    return REAL_SAMPLE
+synthetic = evaluate_fixtures.synthetic
+tiny_model = evaluate_fixtures.tiny_model
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    """(coco root, coco.npy) of a small synthetic COCO sample."""
-    if not (REPO / "synthetic_coco.py").exists():
-        pytest.skip("synthetic_coco.py not present")
-    root = tmp_path_factory.mktemp("syn")
-    result = run_script(REPO / "synthetic_coco.py", "--out", root, "--images", 16, "--seed", 3)
-    assert result.returncode == 0, result.stderr
-    npy = root / "coco.npy"
-    result = run_script(REPO / "coco_process.py", "--coco-root", root, "--out", npy, "--examples", 0,
-                        "--quiet", "--workers", 2)
-    assert result.returncode == 0, result.stderr
-    return root, npy
+def real(coco_sample, sample_figures):
+    """(coco root, coco.npy) of the real COCO train2017 slice (conftest: made once per session)."""
+    return coco_sample, sample_figures
 
 
-@pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    """(coco root, coco.npy) of the real COCO train2017 slice."""
-    root = real_sample_or_skip()
-    npy = tmp_path_factory.mktemp("real") / "coco.npy"
-    result = run_script(REPO / "coco_process.py", "--coco-root", root, "--out", npy, "--examples", 0,
-                        "--quiet", "--workers", 2)
-    assert result.returncode == 0, result.stderr
-    return root, npy
-
-
-def run_oracle(root, npy, out, *extra):
-    result = run_script(EVALUATE, "--oracle", "--data", npy, "--coco-root", root, "--split", "train2017",
-                        "--out", out, "--quiet", *extra)
-    assert result.returncode == 0, result.stderr
-    return json.loads((out / "metrics.json").read_text()), result
+def run_oracle(root, npy, out, capsys, *extra):
+    status, stdout, stderr = evaluate_main(["--oracle", "--data", npy, "--coco-root", root, "--split", "train2017",
+                                            "--out", out, "--quiet", *extra], capsys)
+    assert status == 0, stderr
+    return json.loads((out / "metrics.json").read_text()), stdout
 
 
 def check_results_round_trip(root, npy, out):
-    """The results JSON holds each person's kept joints at its COCO keypoints, in original pixels."""
+    """The results JSON holds each person's kept joints at its COCO keypoints, in original pixels,
+    with the oracle's confidences: the stored peaks (>= 0.93 on the canvas), 0 where unlabelled."""
     from figures import coco_indices, joint_names, open_figures
     figures = open_figures(str(npy))
     results = json.loads((out / "keypoints_train2017_results.json").read_text())
@@ -67,9 +49,14 @@ def check_results_round_trip(root, npy, out):
     worst = 0.0
     for r, record in zip(results, figures):
         assert r["category_id"] == 1 and r["image_id"] == int(record["image_id"])
-        assert 0.0 <= r["score"] <= 1.0
+        assert r["annotation_id"] == int(record["annotation_id"])
         pred = np.asarray(r["keypoints"]).reshape(17, 3)
         assert np.all(pred[dropped] == 0)                      # eyes and ears: not predicted
+        conf = np.asarray(r["joint_confidence"])
+        assert np.all(conf[dropped] == 0) and r["score"] == pytest.approx(conf[cols].mean(), abs=1e-4)
+        kp = record["keypoints"]
+        on_canvas = (kp[:, 2] > 0) & np.all((kp[:, :2] >= 0) & (kp[:, :2] <= record["canvas_size"] - 1), axis=1)
+        assert np.all(conf[cols][on_canvas] >= 0.93) and np.all(conf[cols][kp[:, 2] == 0] == 0)
         gt = np.asarray(by_id[r["annotation_id"]]["keypoints"], dtype=float).reshape(17, 3)[cols]
         labelled = gt[:, 2] > 0
         side = max(record["bbox"][2:])
@@ -77,82 +64,119 @@ def check_results_round_trip(root, npy, out):
     assert worst < 0.02        # sub-pixel, except joints labelled outside the canvas (clamped to its edge)
 
 
-def test_oracle_on_synthetic_sample(synthetic, tmp_path):
+def test_oracle_on_synthetic_sample(synthetic, tmp_path, capsys):
     root, npy = synthetic
-    metrics, result = run_oracle(root, npy, tmp_path, "--compare-decoding")
-    assert metrics["ap"] >= 0.99 and metrics["pck@0.05"] >= 0.99
-    assert metrics["ap50"] >= 0.99 and metrics["ar"] >= 0.99
-    assert metrics["figures"] == metrics["persons"] > 0
-    assert "pck@0.05" in result.stdout and "ap" in result.stdout        # the printed table
+    metrics, stdout = run_oracle(root, npy, tmp_path, capsys, "--compare-decoding")
+    assert metrics["ap"] == 1.0 and metrics["pck@0.05"] == 1.0
+    assert metrics["ap50"] == 1.0 and metrics["ar"] == 1.0
+    assert metrics["figures"] == metrics["persons"] == 25 and metrics["images"] == 15
+    assert metrics["oks_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert "pck@0.05" in stdout and "ap" in stdout        # the printed table
     compare = metrics["decoding_comparison"]
     assert set(compare) == {"dark", "quarter", "none", "dark+flip", "quarter+flip", "none+flip"}
     assert compare["dark"]["mean_error_px"] < compare["quarter"]["mean_error_px"] < compare["none"]["mean_error_px"]
-    assert compare["dark+flip"]["ap"] >= 0.99            # rendering of the mirror agrees with flip_maps
+    assert compare["dark+flip"]["ap"] == 1.0             # rendering of the mirror agrees with flip_maps
     assert metrics["baseline"]["pck@0.2"] < metrics["pck@0.2"]
     check_results_round_trip(root, npy, tmp_path)
     for name in ("examples.png", "worst.png", "pck_per_joint.png"):
         assert (tmp_path / name).stat().st_size > 1000
 
 
-def test_oracle_on_real_slice(real, tmp_path):
+def test_oracle_on_real_slice(real, tmp_path, capsys):
     root, npy = real
-    metrics, _ = run_oracle(root, npy, tmp_path, "--train-data", npy, "--pictures", 2)
+    metrics, _ = run_oracle(root, npy, tmp_path, capsys, "--train-data", npy, "--pictures", 2)
     assert metrics["ap"] >= 0.99 and metrics["pck@0.05"] >= 0.99
     assert metrics["figures"] == 57 and metrics["mean_error_px"] < 0.5
     assert metrics["baseline"]["label"] == "mean pose (training figures)"
     check_results_round_trip(root, npy, tmp_path)
 
 
-def test_without_coco_root_says_so(synthetic, tmp_path):
+def test_without_coco_root_says_so(synthetic, tmp_path, capsys):
     _, npy = synthetic
-    result = run_script(EVALUATE, "--oracle", "--data", npy, "--out", tmp_path, "--quiet", "--pictures", 0,
-                        "--limit", 10)
-    assert result.returncode == 0, result.stderr
+    status, stdout, stderr = evaluate_main(["--oracle", "--data", npy, "--out", tmp_path, "--quiet", "--pictures", 0,
+                                            "--limit", 10], capsys)
+    assert status == 0, stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["figures"] == 10 and metrics["pck@0.05"] >= 0.99
-    assert "no --coco-root" in " ".join(metrics["notes"]) and "no --coco-root" in result.stdout
+    assert metrics["figures"] == 10 and metrics["pck@0.05"] == 1.0
+    assert metrics["gt"] == "figures (no --coco-root)" and metrics["ap"] == 1.0
+    assert "no --coco-root" in " ".join(metrics["notes"]) and "no --coco-root" in stdout
     assert "evaluated figures themselves" in metrics["baseline"]["label"]
+    assert not list(tmp_path.glob("*.png.partial")) and not (tmp_path / "examples.png").exists()
 
 
-def one_line_error(result):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error:"), result.stderr
-    return lines[0]
+def pose_predictor(pose_canvas, canvas_size, model_size, stride=4):
+    """A stand-in model of input side model_size whose maps show the same canvas pose (J, 2) for every
+    figure (Gaussians of the codec's sigma, unquantised): the mean-pose baseline, as a model."""
+    from confidence_maps import render_confidence_maps
+    m = model_size // stride
+    xy = (np.asarray(pose_canvas) + 0.5) * model_size / canvas_size - 0.5      # pixel centres scale with the side
+    maps = render_confidence_maps(np.concatenate([xy, np.full((len(xy), 1), 2.0)], -1), m, stride)
+    model = types.SimpleNamespace(inputs=[types.SimpleNamespace(shape=(None, model_size, model_size, 3))],
+                                  outputs=[types.SimpleNamespace(shape=(None, m, m, len(xy)))])
+    return model, lambda _model, canvases, batch_size=16: np.repeat(maps[None], len(canvases), axis=0)
 
 
-def test_bad_inputs_give_one_line(synthetic, tmp_path):
+def test_a_model_predicting_the_mean_pose_scores_as_the_baseline(synthetic, tmp_path, capsys, monkeypatch):
+    """Through the whole evaluation (a 96 px model on 320 px canvases: the rescaled codec, the inverse
+    affine, COCO results and scoring), a model that answers the mean pose scores what the mean-pose
+    baseline scores."""
+    import evaluate
+    from figures import open_figures
+    from metrics import mean_pose
     _, npy = synthetic
-    out = tmp_path / "out"
+    pose = mean_pose(open_figures(str(npy))["keypoints"])
+    monkeypatch.setattr(evaluate, "load_model_checked", lambda path: pose_predictor(pose, 320, 96))
+    status, _, stderr = evaluate_main(["--model", "pose", "--data", npy, "--out", tmp_path, "--no-flip-test",
+                                       "--pictures", 0, "--quiet"], capsys)
+    assert status == 0, stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    base = metrics["baseline"]
+    assert metrics["figures"] == 25 and base["label"] == "mean pose (of the evaluated figures themselves)"
+    for t in ("0.05", "0.1", "0.2"):
+        assert metrics[f"pck@{t}"] == base[f"pck@{t}"]
+        assert metrics["pck_per_joint"][f"pck@{t}"] == base["pck_per_joint"][f"pck@{t}"]
+    assert metrics["mean_error_px"] == pytest.approx(base["mean_error_px"], abs=0.02)
+    assert metrics["oks_mean"] == pytest.approx(base["oks_mean"], abs=1e-3)
+    assert 0.2 < metrics["pck@0.2"] < 1.0 and metrics["pck@0.05"] < 0.5     # a real baseline, not a trivial one
+
+
+def test_model_mistake_is_one_line_with_tensorflow_loaded(synthetic, tmp_path):
+    """As a process (TensorFlow's C++ start-up lines go to fd 2, which only a process shows): a text
+    file as --model is one line, after TensorFlow has loaded."""
+    _, npy = synthetic
     text = tmp_path / "notes.keras"
     text.write_text("not a model\n")
+    result = run_script(EVALUATE, "--model", text, "--data", npy, "--out", tmp_path / "out")
+    assert "not a figure-pose model" in one_line_error(result.returncode, result.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_inputs_give_one_line(synthetic, tmp_path, capsys):
+    """Beside the bad-input table (tests/cases_evaluate.py): a foreign .keras for evaluation, a .npy
+    without the figure fields."""
+    _, npy = synthetic
+    out = tmp_path / "out"
     foreign = tmp_path / "foreign.keras"                      # a zip, but not a Keras model of ours
     with zipfile.ZipFile(foreign, "w") as z:
         z.writestr("config.json", json.dumps({"class_name": "Nothing"}))
     no_affine = tmp_path / "other.npy"
     np.save(no_affine, np.zeros(3, dtype=[("image_id", "<i8"), ("keypoints", "<f4", (13, 3))]))
-    assert "not a figure-pose model" in one_line_error(
-        run_script(EVALUATE, "--model", text, "--data", npy, "--out", out))
-    assert "not a figure-pose model" in one_line_error(
-        run_script(EVALUATE, "--model", foreign, "--data", npy, "--out", out))
-    assert "not a figure file" in one_line_error(run_script(EVALUATE, "--oracle", "--data", no_affine, "--out", out))
-    assert "not found" in one_line_error(run_script(EVALUATE, "--oracle", "--data", tmp_path / "x.npy", "--out", out))
-    assert "empty selection" in one_line_error(
-        run_script(EVALUATE, "--oracle", "--data", npy, "--image-ids", "999999", "--out", out))
-    assert "no such file" in one_line_error(
-        run_script(EVALUATE, "--model", foreign, "--images", tmp_path / "missing.jpg", "--out", out))
+    assert "foreign.keras is not a figure-pose model" in one_line_error(
+        *evaluate_main(["--model", foreign, "--data", npy, "--out", out], capsys)[::2])
+    assert "missing fields: annotation_id, canvas_size, bbox, affine" in one_line_error(
+        *evaluate_main(["--oracle", "--data", no_affine, "--out", out], capsys)[::2])
+    assert not out.exists()
 
 
-def test_help_explains_every_flag():
-    result = run_script(EVALUATE, "--help")
-    assert result.returncode == 0
+def test_help_explains_every_flag(capsys):
+    status, stdout, _ = evaluate_main(["--help"], capsys)
+    assert status == 0
     for flag in ("--model", "--oracle", "--data", "--images", "--export", "--out", "--coco-root", "--split",
                  "--train-data", "--limit", "--image-ids", "--compare-decoding", "--pictures", "--refine",
                  "--flip-test", "--batch-size", "--bbox", "--annotations", "--min-confidence", "--quiet",
                  "--run", "--overwrite"):
-        assert flag in result.stdout
-    text = " ".join(result.stdout.split())
+        assert flag in stdout
+    text = " ".join(stdout.split())
     assert "(default: None)" not in text and "(default: False)" not in text
     assert text.count("(default: ") + text.count("default:") >= 5 and "val2017 (default: from the" in text
     assert "0.672" not in text                         # no measured numbers that go stale
@@ -160,68 +184,57 @@ def test_help_explains_every_flag():
 
 # ----------------------------------------------------------------------------- with a (tiny, untrained) model
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """An untrained small model saved like model.py saves one (plumbing only)."""
-    if not (REPO / "model.py").exists():
-        pytest.skip("model.py not present")
-    from evaluate import import_network
-    model_lib = import_network()
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model_lib.build_model(size=96, width=0.25).save(path)
-    return path
-
-
-def test_model_evaluation_and_unreadable_image_folder(tiny_model, synthetic, tmp_path):
+def test_model_evaluation_scores_what_it_writes(tiny_model, synthetic, tmp_path, capsys):
+    from coco_eval import coco_keypoint_eval, gt_dataset_from_annotations, load_annotations, person_oks
+    from figures import joint_names
     root, npy = synthetic
-    result = run_script(EVALUATE, "--model", tiny_model, "--data", npy, "--coco-root", root, "--out",
-                        tmp_path / "eval", "--limit", 6, "--pictures", 2, "--flip-test", "--quiet")
-    assert result.returncode == 0, result.stderr
+    status, _, stderr = evaluate_main(["--model", tiny_model, "--data", npy, "--coco-root", root, "--out",
+                                       tmp_path / "eval", "--limit", 6, "--pictures", 2, "--flip-test", "--quiet"],
+                                      capsys)
+    assert status == 0, stderr
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["figures"] == 6 and metrics["decoding"] == "dark+flip" and 0 <= metrics["ap"] <= 1
+    assert metrics["figures"] == 6 and metrics["decoding"] == "dark+flip" and metrics["source"] == str(tiny_model)
+    # the AP, AR and OKS in metrics.json are those of the results file written beside it
+    results = json.loads((tmp_path / "eval" / "keypoints_train2017_results.json").read_text())
+    names = joint_names(13)
+    gt = gt_dataset_from_annotations(load_annotations(str(root), "train2017"),
+                                     [r["annotation_id"] for r in results], names)
+    stats, evaluator = coco_keypoint_eval(gt, results, names)
+    assert len(results) == 6 and (metrics["ap"], metrics["ar"]) == (stats["ap"], stats["ar"])
+    assert metrics["oks_mean"] == pytest.approx(np.nanmean(list(person_oks(evaluator).values())), rel=1e-12)
+    assert metrics["oks_mean"] < metrics["baseline"]["oks_mean"]          # untrained: worse than the mean pose
     assert (tmp_path / "eval" / "worst.png").exists()
-    # a folder of two images and one unreadable file
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    images = sorted((root / "images" / "train2017").glob("*.jpg"))[:2]
-    for image in images:
-        (folder / image.name).write_bytes(image.read_bytes())
-    (folder / "broken.jpg").write_bytes(b"garbage")
-    out = tmp_path / "inference"
-    result = run_script(EVALUATE, "--model", tiny_model, "--images", folder, "--out", out, "--bbox", "20,10,100,200")
-    assert result.returncode == 0, result.stderr
-    assert "1 unreadable" in result.stdout and "broken.jpg" in result.stderr
-    predictions = json.loads((out / "predictions.json").read_text())
-    assert len(predictions["images"]) == 2 and len(predictions["unreadable"]) == 1
-    for entry in predictions["images"]:
-        assert (out / entry["overlay"]).exists()
-        (figure,) = entry["figures"]
-        assert set(figure["keypoints"]) == set(predictions["joint_names"])
-        xy = np.array([v[:2] for v in figure["keypoints"].values()])
-        # the canvas covers the bbox centre +- 0.7 x its side (frame of side / 5): keypoints lie in it
-        centre, half = np.array([70.0, 110.0]), 0.7 * 200 + 2
-        assert np.all(np.abs(xy - centre) <= half)
-    assert "could be read" in one_line_error(
-        run_script(EVALUATE, "--model", tiny_model, "--images", folder / "broken.jpg", "--out", tmp_path / "o2",
-                   "--quiet"))
 
 
 @pytest.mark.parametrize("kind", ["tflite", "saved_model"])
-def test_export_gives_the_same_keypoints(kind, tiny_model, synthetic, tmp_path):
+def test_export_gives_the_same_keypoints(kind, tiny_model, exports, synthetic):
     import cv2
 
-    from evaluate import decode, export_model, exported_predictor, import_network, load_model_checked
     from figures import canvas_image, open_figures
-    model_lib = import_network()
-    model, predict = load_model_checked(str(tiny_model))
-    path = export_model(model, kind, str(tmp_path))
-    assert json.loads((tmp_path / "export.json").read_text())["input_size"] == 96
+    from inference import decode, exported_predictor, import_network, load_model_checked
+    network = import_network()
+    model, _ = load_model_checked(str(tiny_model))
+    assert json.loads((exports[kind] / "export.json").read_text())["input_size"] == 96
     figures = open_figures(str(synthetic[1]))
     canvases = np.stack([cv2.resize(canvas_image(r), (96, 96), interpolation=cv2.INTER_AREA) for r in figures[:6]])
-    reference = decode(model_lib.predict_maps(model, canvases), 96, 96, "dark")
-    exported = decode(exported_predictor(path)(None, canvases), 96, 96, "dark")
+    reference = decode(network.predict_maps(model, canvases), 96, 96, "dark")
+    exported = decode(exported_predictor(str(exports[kind]))(None, canvases), 96, 96, "dark")
     assert np.abs(exported[..., :2] - reference[..., :2]).max() < 0.5
     np.testing.assert_allclose(exported[..., 2], reference[..., 2], atol=1e-3)
+
+
+@pytest.mark.parametrize("arch, stride, sigma_map_px", [("simple", 4, 2), ("original", 1, 8)])
+def test_export_json_records_the_codec_of_each_architecture(arch, stride, sigma_map_px, tmp_path):
+    """export.json's stride and sigma are those the architecture trains with: sigma 8 input px,
+    2 map px at stride 4 (simple), 8 map px at stride 1 (original)."""
+    from confidence_maps import ARCH_CODECS
+    from inference import export_model, import_network
+    model = import_network().build_model(arch, size=64, width=0.25)
+    export_model(model, "saved_model", str(tmp_path))
+    info = json.loads((tmp_path / "export.json").read_text())
+    assert (info["input_size"], info["map_size"]) == (64, 64 // stride)
+    assert (info["stride"], info["sigma_px"], info["sigma_map_px"]) == (stride, 8, sigma_map_px)
+    assert ARCH_CODECS[arch].to_json() == {k: info[k] for k in ("stride", "sigma_px", "sigma_map_px")}
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +252,7 @@ def test_exported_models_evaluate_like_keras(tiny_model, exports, synthetic, tmp
     """--model takes the .keras file, the SavedModel folder and the .tflite file: the same keypoints
     (original pixels, within 0.5 px) and confidences, in evaluation and in --images."""
     import evaluate
+    import inference
     root, npy = synthetic
     models = {"keras": tiny_model, "saved_model": exports["saved_model"] / "saved_model",
               "tflite": exports["tflite"] / "model.tflite"}
@@ -261,23 +275,27 @@ def test_exported_models_evaluate_like_keras(tiny_model, exports, synthetic, tmp
         photo = np.array(list(photos[kind]["images"][0]["figures"][0]["keypoints"].values()))
         assert np.abs(photo[:, :2] - ref_photo[:, :2]).max() < 0.5
     # the export folder itself also names the model (export.json says which file)
-    model = evaluate.load_model_checked(str(exports["tflite"]))[0]
+    model = inference.load_model_checked(str(exports["tflite"]))[0]
     assert model.format == "tflite" and model.input_size == 96
 
 
-def test_exported_model_mistakes_give_one_line(exports, synthetic, tmp_path):
+def test_exported_model_mistakes_give_one_line(exports, synthetic, tmp_path, capsys):
     _, npy = synthetic
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     (lonely / "model.tflite").write_bytes((exports["tflite"] / "model.tflite").read_bytes())
+    out = tmp_path / "o"
     assert "export.json" in one_line_error(
-        run_script(EVALUATE, "--model", lonely / "model.tflite", "--data", npy, "--out", tmp_path / "o"))
+        *evaluate_main(["--model", lonely / "model.tflite", "--data", npy, "--out", out], capsys)[::2])
     (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer")
     (tmp_path / "export.json").write_text((exports["tflite"] / "export.json").read_text())
     assert "not a readable TFLite model" in one_line_error(
-        run_script(EVALUATE, "--model", tmp_path / "junk.tflite", "--data", npy, "--out", tmp_path / "o"))
+        *evaluate_main(["--model", tmp_path / "junk.tflite", "--data", npy, "--out", out], capsys)[::2])
     assert "not an exported figure-pose model" in one_line_error(
-        run_script(EVALUATE, "--model", lonely, "--data", npy, "--out", tmp_path / "o"))
+        *evaluate_main(["--model", lonely, "--data", npy, "--out", out], capsys)[::2])
+    assert "is an export already" in one_line_error(
+        *evaluate_main(["--model", exports["tflite"], "--export", "tflite", "--out", out], capsys)[::2])
+    assert not out.exists()
 
 
 def readme_tflite_example():
@@ -312,36 +330,3 @@ def test_readme_standalone_tflite_example_runs(exports, synthetic, tmp_path):
             np.testing.assert_allclose(theirs[:, 2], ours[:, 2], atol=1e-3)
         else:                            # area-shrunk from the whole photo, not a window: close, not equal
             assert np.isfinite(theirs).all() and np.abs(theirs[:, 2] - ours[:, 2]).max() < 0.05
-
-
-def test_photo_set_boxes_from_csv_and_json_no_silent_overwrite(tiny_model, synthetic, tmp_path, capsys):
-    """Boxes per image from a CSV or a JSON list (two boxes on one photo: two figures); overlays draw
-    the box; a second run into the same --out is refused without --overwrite; unmasked crops are noted."""
-    import cv2
-
-    import evaluate
-    root, _ = synthetic
-    images = sorted((root / "images" / "train2017").glob("*.jpg"))[:2]
-    (tmp_path / "boxes.csv").write_text(f"file,x,y,w,h\n{images[0].name},10,12,60,90\n"
-                                        f"{images[0].name},40,20,50,70\n{images[1].name},5,5,80,100\n")
-    (tmp_path / "boxes.json").write_text(json.dumps([{"file": images[1].name, "x": 5, "y": 5, "w": 80, "h": 100}]))
-    out = tmp_path / "preds"
-    argv = ["--model", str(tiny_model), "--images", *map(str, images), "--out", str(out), "--quiet"]
-    evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.csv")])
-    printed = capsys.readouterr().out
-    predictions = json.loads((out / "predictions.json").read_text())
-    assert [len(e["figures"]) for e in predictions["images"]] == [2, 1]
-    assert predictions["images"][0]["figures"][1]["bbox"] == [40, 20, 50, 70]
-    assert "note: figures without a person mask: 3;" in printed
-    overlay = cv2.cvtColor(cv2.imread(str(out / predictions["images"][1]["overlay"])), cv2.COLOR_BGR2RGB)
-    edge = overlay[30:80, 5].astype(int)                      # the box's left edge, x = 5: yellow
-    assert (np.abs(edge - [255, 210, 0]).sum(-1) < 90).mean() > 0.5
-    with pytest.raises(SystemExit, match="holds the predictions.json of an earlier run"):
-        evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.json")])
-    evaluate.main(argv + ["--annotations", str(tmp_path / "boxes.json"), "--overwrite"])
-    predictions = json.loads((out / "predictions.json").read_text())
-    assert [len(e["figures"]) for e in predictions["images"]] == [1, 1]   # no box for images[0]: whole image
-    assert predictions["images"][0]["figures"][0]["crop"] == "whole image"
-    (tmp_path / "bad.csv").write_text(f"{images[0].name},1,2,0,5\n")
-    with pytest.raises(SystemExit, match=r"row 1 is not file,x,y,w,h"):
-        evaluate.main(argv[:-3] + ["--out", str(tmp_path / "o"), "--annotations", str(tmp_path / "bad.csv")])

@@ -1,11 +1,11 @@
-"""PCK and OKS on hand-made cases with known answers; the COCO AP path of evaluate.py."""
+"""PCK and OKS on hand-made cases with known answers; the COCO AP path (coco_eval.py)."""
 import numpy as np
 import pytest
 
-from evaluate import (coco_keypoint_eval, coco_results, gt_dataset_from_figures, oks, results_17,
-                      select_joints, to_original)
-from figures import COCO_OKS_SIGMAS, figure_transform, joint_names
-from metrics import figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
+from coco_eval import (coco_keypoint_eval, coco_results, gt_dataset_from_figures, person_oks, results_17,
+                       select_joints)
+from figures import COCO_OKS_SIGMAS, coco_indices, figure_transform, gt_original, joint_names, to_original
+from metrics import baseline_predictions, figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
 
 NAMES = joint_names(13)
 NORM = figure_norm_size(320)            # 228.57 canvas px = max(bbox w, h)
@@ -57,6 +57,9 @@ def test_joint_errors_nan_where_unlabelled_and_pck_needs_labels():
 def test_mean_pose_ignores_unlabelled():
     kp = np.array([[[10, 20, 2], [0, 0, 0]], [[30, 40, 1], [5, 7, 2]]], dtype=float)
     np.testing.assert_allclose(mean_pose(kp), [[20, 30], [5, 7]])
+    predictions = baseline_predictions(mean_pose(kp), 3)
+    assert predictions.shape == (3, 2, 3)
+    np.testing.assert_allclose(predictions[2], [[20, 30, 1], [5, 7, 1]])
 
 
 def one_person(area=10000.0):
@@ -74,19 +77,65 @@ def one_person(area=10000.0):
 def test_oks_by_hand_and_coco_eval():
     pred, gt, expected = one_person()
     assert expected == pytest.approx(0.9482846, abs=1e-7)  # e = 100 / 915.92 = 0.10918
-    sigmas = np.array([COCO_OKS_SIGMAS[n] for n in NAMES])
-    assert oks(pred, gt, 10000.0, sigmas) == pytest.approx(expected, rel=1e-12)
-    # the same person through evaluate.py's COCO code (in-memory GT of the 13 joints, area 10000)
+    # the person through coco_eval (in-memory GT of the 13 joints, area = bbox w * h = 10000)
     bbox = np.array([[90.0, 40.0, 100.0, 100.0]])
-    dataset = gt_dataset_from_figures([7], [70], bbox, gt[None], NAMES)   # area = w * h = 10000
+    dataset = gt_dataset_from_figures([7], [70], bbox, gt[None], NAMES)
     assert dataset["annotations"][0]["num_keypoints"] == 2
     results = coco_results([7], [70], pred[None], np.ones((1, 13)), NAMES)
     stats, evaluator = coco_keypoint_eval(dataset, results, NAMES)
-    assert evaluator.computeOks(7, 1)[0, 0] == pytest.approx(expected, rel=1e-9)
+    assert person_oks(evaluator) == {70: pytest.approx(expected, rel=1e-9)}
     # OKS 0.948 matches at the thresholds 0.50 ... 0.90 but not 0.95: AP = 9 / 10
     assert stats["ap"] == pytest.approx(0.9)
     assert stats["ap50"] == pytest.approx(1.0) and stats["ap75"] == pytest.approx(1.0)
     assert stats["ar"] == pytest.approx(0.9)
+
+
+def oks_by_hand(pred_xy, gt, area):
+    """The COCO formula, written out: mean over labelled joints of exp(-d^2 / (2 * area * (2 sigma)^2))."""
+    sigmas = np.array([COCO_OKS_SIGMAS[n] for n in NAMES])
+    d2 = ((pred_xy - gt[:, :2]) ** 2).sum(-1)
+    labelled = gt[:, 2] > 0
+    return float(np.mean(np.exp(-d2 / (2 * area * (2 * sigmas) ** 2))[labelled]))
+
+
+def crowded_image(n, seed=0):
+    """n persons in one image (ids 100 + k, bbox areas differ), each predicted a few px off its own
+    joints; prediction scores rise with k, so COCOeval's rows (by score) run against its columns."""
+    rng = np.random.default_rng(seed)
+    gt = np.zeros((n, 13, 3))
+    gt[..., :2] = rng.uniform(0, 60, (n, 13, 2)) + 80 * np.arange(n)[:, None, None]   # far apart
+    gt[..., 2] = rng.choice([0, 1, 2], (n, 13), p=[0.2, 0.3, 0.5])
+    gt[:, 0, 2] = 2                                                                      # >= 1 labelled
+    pred = gt[..., :2] + rng.normal(0, 1 + np.arange(n)[:, None, None], (n, 13, 2))
+    bboxes = np.array([[80.0 * k, 0.0, 60.0 + 10 * k, 60.0] for k in range(n)])
+    conf = np.linspace(0.1, 0.9, n)[:, None] * np.ones((1, 13))
+    return gt, pred, bboxes, conf
+
+
+@pytest.mark.parametrize("n", [3, 23])           # 23: more persons than COCOeval's maxDets (20) in one image
+def test_person_oks_is_each_figure_against_its_own_annotation(n):
+    gt, pred, bboxes, conf = crowded_image(n)
+    ids = 100 + np.arange(n)
+    dataset = gt_dataset_from_figures([5] * n, ids, bboxes, gt, NAMES)
+    results = coco_results([5] * n, ids, pred, conf, NAMES)
+    _, evaluator = coco_keypoint_eval(dataset, results, NAMES)
+    oks = person_oks(evaluator)
+    written = [np.asarray(r["keypoints"]).reshape(17, 3)[coco_indices(NAMES), :2] for r in results]  # as scored
+    expected = {int(i): oks_by_hand(xy, g, b[2] * b[3]) for i, xy, g, b in zip(ids, written, gt, bboxes)}
+    assert sorted(oks) == sorted(expected)
+    for i in expected:
+        assert oks[i] == pytest.approx(expected[i], rel=1e-9), i
+    assert len(set(np.round(list(oks.values()), 6))) == n          # distinct values: a swap would show
+    assert min(oks.values()) < 0.9 < max(oks.values())
+
+
+def test_person_oks_is_nan_without_labelled_joints():
+    gt, pred, bboxes, conf = crowded_image(2)
+    gt[1, :, 2] = 0
+    dataset = gt_dataset_from_figures([5, 5], [1, 2], bboxes, gt, NAMES)
+    _, evaluator = coco_keypoint_eval(dataset, coco_results([5, 5], [1, 2], pred, conf, NAMES), NAMES)
+    oks = person_oks(evaluator)
+    assert oks[1] > 0.5 and np.isnan(oks[2])
 
 
 def test_results_format_round_trip():
@@ -103,3 +152,8 @@ def test_to_original_inverts_the_figure_transform():
     orig = np.random.default_rng(1).uniform(0, 400, (2, 13, 2))
     canvas = np.stack([orig[i] @ affines[i][:, :2].T + affines[i][:, 2] for i in range(2)])
     np.testing.assert_allclose(to_original(canvas, affines), orig, atol=1e-9)
+    labels = np.concatenate([canvas, np.ones((2, 13, 1))], -1)
+    labels[0, 3, 2] = 0                                             # unlabelled: stays 0, 0, 0
+    back = gt_original(labels, affines)
+    np.testing.assert_allclose(back[0, 3], [0, 0, 0])
+    np.testing.assert_allclose(back[1, :, :2], orig[1], atol=1e-9)
