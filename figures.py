@@ -378,5 +378,5 @@ def gt_original(keypoints, affines):
 def mirror_keypoints(keypoints, canvas_size, flip_perm):
     """Canvas keypoints (J, 3) of the horizontally mirrored figure (x -> S - 1 - x, left/right swapped)."""
     kp = np.asarray(keypoints, dtype=np.float64)[flip_perm].copy()
-    kp[:, 0] = np.where(kp[:, 2] > 0, canvas_size - 1 - kp[:, 0], 0.0)
+    kp[:, 0] = np.where(kp[:, 2] > 0, mirror_x(kp[:, 0], canvas_size), 0.0)
     return kp

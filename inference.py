@@ -146,7 +146,7 @@ def saved_model_runner(path):
 
 
 class ExportedModel:
-    """An exported model with its export.json; `maps` is model.predict_maps' contract."""
+    """An exported model with its export.json; `maps` is network.predict_maps' contract."""
 
     def __init__(self, path):
         self.path, json_path, self.format = find_export(path)
@@ -257,7 +257,7 @@ def export_model(model, kind, out_dir):
         os.replace(partial, path)
     info = {"format": kind, "path": os.path.basename(path), "input_size": size, "map_size": m,
             "joint_names": list(joint_names(int(model.outputs[0].shape[-1]))), **codec_of_model(size, m).to_json(),
-            "input": "float32 (1, S, S, 3) RGB canvas / 127.5 - 1 (model.preprocess_images)",
+            "input": "float32 (1, S, S, 3) RGB canvas / 127.5 - 1 (network.preprocess_images)",
             "output": "float32 (1, M, M, J) tanh; maps = clip((out + 1) / 2, 0, 1); "
                       "decode with confidence_maps.ConfidenceMapCodec(stride, sigma_px).decode(maps)"}
     with os_errors_as_input(f"write {os.path.join(out_dir, EXPORT_JSON)}"):
