@@ -20,6 +20,9 @@ from figure_dataset import NO_AUGMENT, FigureBatches
 
 import model as M
 import network as N
+import training as T
+from callbacks import Backup
+from train_config import TrainConfig
 
 SMALL = dict(n_joints=13, size=64, width=0.25)
 
@@ -33,7 +36,7 @@ def tiny_data(tmp_path_factory):
 def small_config(data, out, **kw):
     base = dict(data=data, out=str(out), epochs=3, batch_size=4, size=0, width=0.25, seed=1,
                 steps_per_epoch=2, verbose=0)
-    return M.Config(**{**base, **kw})
+    return TrainConfig(**{**base, **kw})
 
 
 def read_log(out):
@@ -61,17 +64,17 @@ def test_loss_counts_only_labelled_joints():
     pred = np.zeros((1, 2, 2, 2), np.float32)
     target = np.array([0.5, -1.0], np.float32) * np.ones((1, 2, 2, 2), np.float32)
     weights = np.array([[1.0, 0.0]], np.float32)
-    loss = float(M.JointMSE()((target, weights), pred))
+    loss = float(T.JointMSE()((target, weights), pred))
     assert loss == pytest.approx(0.25)  # joint 0: mean (0.5)^2; joint 1 unlabelled (would add 1)
     weights[:, 1] = 1.0
-    assert float(M.JointMSE()((target, weights), pred)) == pytest.approx(1.25)
+    assert float(T.JointMSE()((target, weights), pred)) == pytest.approx(1.25)
 
 
 def make_trainer(data, **network):
     """A compiled FigureTrainer of a small network on 4-figure batches of `data`, and the batches."""
     batches = FigureBatches(data, batch_size=4, augment=NO_AUGMENT, shuffle=False)
-    trainer = M.make_trainer(N.build_model("simple", **{**SMALL, **network}), batches, ARCH_CODECS["simple"])
-    return M.compile_model(trainer, lr=2e-3), batches
+    trainer = T.make_trainer(N.build_model("simple", **{**SMALL, **network}), batches, ARCH_CODECS["simple"])
+    return T.compile_model(trainer, lr=2e-3), batches
 
 
 def test_trainer_loss_is_the_weighted_sum_of_outputs(tiny_data):
@@ -95,18 +98,18 @@ def test_loss_falls_on_a_tiny_set(tiny_data):
 
 def test_learning_rate_rule_and_schedule_in_optimiser_steps():
     """sqrt(batch) scaling from 5e-4 at batch 8; small sets get --min-steps; warm-up then cosine."""
-    assert M.scaled_lr(8) == pytest.approx(5e-4) and M.scaled_lr(32) == pytest.approx(1e-3)
-    assert M.scaled_lr(128) == pytest.approx(2e-3)
-    assert M.epoch_steps(97, 8, 50, min_steps=2000) == 40           # 12 batches a pass, lengthened
-    assert M.epoch_steps(150_000, 8, 50, min_steps=2000) == 18_750  # full COCO: one pass an epoch
-    assert M.epoch_steps(97, 8, 50, min_steps=2000, steps=20) == 20  # --steps-per-epoch wins
-    assert M.warmup_steps(2000) == 200 and M.warmup_steps(100_000) == 500
-    lr = M.learning_rate(1e-3, 2000)
+    assert T.scaled_lr(8) == pytest.approx(5e-4) and T.scaled_lr(32) == pytest.approx(1e-3)
+    assert T.scaled_lr(128) == pytest.approx(2e-3)
+    assert T.epoch_steps(97, 8, 50, min_steps=2000) == 40           # 12 batches a pass, lengthened
+    assert T.epoch_steps(150_000, 8, 50, min_steps=2000) == 18_750  # full COCO: one pass an epoch
+    assert T.epoch_steps(97, 8, 50, min_steps=2000, steps=20) == 20  # --steps-per-epoch wins
+    assert T.warmup_steps(2000) == 200 and T.warmup_steps(100_000) == 500
+    lr = T.learning_rate(1e-3, 2000)
     at = [float(lr(step)) for step in (0, 100, 200, 1100, 2000)]
     assert at[0] == pytest.approx(1e-6) and at[1] == pytest.approx(5.005e-4, rel=1e-3)
     assert at[2] == pytest.approx(1e-3) and at[3] == pytest.approx(0.525e-3, rel=1e-3)  # half way down the cosine
     assert at[4] == pytest.approx(5e-5)
-    assert M.learning_rate(1e-3, 2000, "constant") == 1e-3
+    assert T.learning_rate(1e-3, 2000, "constant") == 1e-3
 
 
 def test_a_run_that_does_not_learn_says_so(tiny_data, tmp_path, capsys):
@@ -262,7 +265,7 @@ def test_killed_mid_epoch_then_resumed(tiny_data, tmp_path, capsys):
     assert [r["epoch"] for r in read_log(out)] == ["0"]
     M.main(argv + ["--resume"])
     assert [r["epoch"] for r in read_log(out)] == ["0", "1", "2"]
-    assert [n for n, _ in M.Backup(str(out / "backup")).backups()] == [3, 2]
+    assert [n for n, _ in Backup(str(out / "backup")).backups()] == [3, 2]
     N.load_trained_model(str(out / "last.keras"))
     capsys.readouterr()
     M.main(argv + ["--resume"])
@@ -273,16 +276,16 @@ def test_killed_mid_epoch_then_resumed(tiny_data, tmp_path, capsys):
 def half_write_newest_backup(out):
     """What a kill while the epoch-2 backup was written leaves: log.csv has epoch 1's row (the
     backup is the last callback), and only a half-written temporary file instead of backup 2."""
-    backups = M.Backup(str(out / "backup"))
+    backups = Backup(str(out / "backup"))
     newest = backups.backups()[0][1]
     data = open(newest, "rb").read()
     os.remove(newest)
-    (out / "backup" / ("partial" + M.Backup.SUFFIX)).write_bytes(data[:len(data) // 2])
+    (out / "backup" / ("partial" + Backup.SUFFIX)).write_bytes(data[:len(data) // 2])
 
 
 def truncate_newest_backup(out):
     """The newest backup itself cut short (a full disk, or a writer without temp + rename)."""
-    newest = M.Backup(str(out / "backup")).backups()[0][1]
+    newest = Backup(str(out / "backup")).backups()[0][1]
     data = open(newest, "rb").read()
     open(newest, "wb").write(data[:len(data) // 2])
 
@@ -313,8 +316,8 @@ def test_resume_falls_back_to_the_last_complete_backup(damage, two_epoch_run, ti
     # resumed epochs are not bit-exact (see test_resume_continues_the_same_run): 3e-3 here, measured
     np.testing.assert_allclose([float(r["loss"]) for r in rows[:2]], [float(r["loss"]) for r in first_rows],
                                rtol=5e-3)
-    assert [n for n, _ in M.Backup(str(out / "backup")).backups()] == [3, 2]
-    assert not (out / "backup" / ("partial" + M.Backup.SUFFIX)).exists()
+    assert [n for n, _ in Backup(str(out / "backup")).backups()] == [3, 2]
+    assert not (out / "backup" / ("partial" + Backup.SUFFIX)).exists()
 
 
 def test_mirrored_two_devices_matches_one(tiny_data, tmp_path):
