@@ -11,7 +11,7 @@ Device (`DeviceAugment`, a Keras layer written in keras.ops, so it runs on Tenso
 JAX alike): warps each crop through its affine with one bilinear resampling (white outside
 the crop), jitters colour, normalises to [-1, 1] and moves the keypoints (left/right joints
 swapped on a flip, unlabelled where they leave the input). The training model
-(model.FigureTrainer) renders the target maps from the moved keypoints with the codec.
+(training.FigureTrainer) renders the target maps from the moved keypoints with the codec.
 
 Randomness is a pure function of (seed, epoch, batch index): a batch is the same whichever
 worker makes it, and a resumed run sees what an unbroken one saw. `reference_augment` is
@@ -19,26 +19,37 @@ the NumPy/OpenCV reference of the device path (tests compare them).
 """
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import keras
 import numpy as np
 from keras import ops
 
+from cli import number
 from figures import (figure_joint_names, flip_permutation, mirror_affine, open_figures, rescale_affine,
                      rescale_pixel_coords, white_border)
 
 
+def augment_range(default, help, type):  # noqa: A002 - argparse's names
+    """An Augment field: its default, and the --help text and argparse type of its model.py flag."""
+    return field(default=default, metadata={"help": help, "type": type})
+
+
 @dataclass(frozen=True)
 class Augment:
-    """Augmentation ranges. The defaults are SimpleBaseline's (Xiao et al. 2018): flip, +-40 deg, +-30 % scale."""
-    flip: float = 0.5            # probability of a horizontal flip (with left/right swap)
-    rotation: float = 40.0       # degrees, uniform in [-rotation, rotation]
-    scale_min: float = 0.7       # zoom factor range
-    scale_max: float = 1.3
-    shift: float = 0.05          # fraction of the input side, uniform in [-shift, shift]
-    color_jitter: float = 0.0    # brightness/contrast/colour gains in [1 - j, 1 + j]
+    """Augmentation ranges. The defaults are SimpleBaseline's (Xiao et al. 2018): flip, +-40 deg, +-30 % scale.
+
+    Rotation is uniform in [-rotation, rotation] degrees, the shift in [-shift, shift] x the
+    input side; colour jitter draws brightness, contrast and per-channel gains in [1 - j, 1 + j].
+    """
+    flip: float = augment_range(0.5, "horizontal flip probability, in [0, 1] (with left/right swap)", number(0, 1))
+    rotation: float = augment_range(40.0, "max rotation, degrees (>= 0; SimpleBaseline's +-40)", number(0))
+    scale_min: float = augment_range(0.7, "min zoom factor (> 0; SimpleBaseline's scale +-30%)",
+                                     number(0, above=True))
+    scale_max: float = augment_range(1.3, "max zoom factor (> 0, >= --scale-min)", number(0, above=True))
+    shift: float = augment_range(0.05, "max shift, fraction of the canvas side (>= 0)", number(0))
+    color_jitter: float = augment_range(0.0, "colour jitter strength (>= 0; 0: off)", number(0))
 
 
 NO_AUGMENT = Augment(flip=0.0, rotation=0.0, scale_min=1.0, scale_max=1.0, shift=0.0)
@@ -193,7 +204,7 @@ class FigureBatches(keras.utils.PyDataset):
         self.steps = steps or max(1, math.ceil(passes))
         self.flip_perm = flip_permutation(self.file.joint_names)
         self.n_joints = len(self.flip_perm)
-        self.epoch = 0  # set by model.SetEpoch at the start of every epoch
+        self.epoch = 0  # set by callbacks.SetEpoch at the start of every epoch
         self.shard = shard
         if batch_size % shard[1]:
             raise ValueError(f"batch size {batch_size} is not divisible by {shard[1]} processes")

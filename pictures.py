@@ -174,3 +174,61 @@ def save_plot(path, fig, dpi=80):
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     write_atomic(path, buffer.getvalue())
+
+# ----------------------------------------------------------------------------- training pictures
+# (model.py's per-epoch pictures and curves; imported here, below the rest, to keep this section apart)
+import csv  # noqa: E402
+import os  # noqa: E402
+
+from figures import heat_image, joint_names, summed_maps  # noqa: E402
+
+
+def grid(tiles, cols):
+    """Tile a list of equal (H, W, 3) uint8 images into rows of `cols` (the last row padded white)."""
+    rows = [tiles[i:i + cols] for i in range(0, len(tiles), cols)]
+    rows[-1] = rows[-1] + [np.full_like(tiles[0], 255)] * (cols - len(rows[-1]))
+    return np.vstack([np.hstack(r) for r in rows])
+
+
+def write_eval_pngs(out_dir, epoch, images, gt01, pred01):
+    """The original's per-epoch pictures of a fixed batch into out_dir/EPOCH_{img_GT, heatmap_GT, heatmap,
+    overlap}.png: images (B, S, S, 3) uint8, target and predicted maps (B, M, M, J) in [0, 1]."""
+    os.makedirs(out_dir, exist_ok=True)
+    size, cols = images.shape[1], min(4, len(images))
+    save = lambda name, rgb: save_png(os.path.join(out_dir, f"{epoch:04d}_{name}.png"), rgb)  # noqa: E731
+    save("img_GT", grid(list(images), cols))
+    save("heatmap_GT", grid([heat_image(summed_maps(m), size) for m in gt01], cols))
+    names = joint_names(pred01.shape[-1])
+    per_joint = np.vstack([np.hstack([heat_image(summed_maps(m), size)] +
+                                     [heat_image(m[..., j], size) for j in range(m.shape[-1])]) for m in pred01])
+    save("heatmap", np.vstack([label_columns(per_joint, ["all joints", *names]), per_joint]))
+    save("overlap", grid([peaks_on_grey(img / 255.0, m, names) for img, m in zip(images, pred01)], cols))
+
+
+def plot_curves(csv_path, png_path):
+    """Plot every loss and PCK column of log.csv against the epoch (counted from 1) into png_path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]  # log.csv counts from 0; the console's "Epoch 1/12" from 1
+    fig, (ax_loss, ax_pck) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in rows[0]:
+        values = [float(r[key]) if r[key] not in ("", "nan") else np.nan for r in rows]
+        if key in ("loss", "val_loss"):
+            ax_loss.plot(epochs, values, marker=".", label=key)
+        elif "pck" in key:
+            ax_pck.plot(epochs, values, marker=".", label=key, ls="--" if "baseline" in key else "-")
+    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss")
+    ax_pck.set(xlabel="epoch", ylabel="PCK", ylim=(0, 1), title="validation PCK")
+    for ax in (ax_loss, ax_pck):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_plot(png_path, fig, dpi=80)
+    plt.close(fig)

@@ -8,7 +8,7 @@ Each (arch, batch, input) runs in its own process (so peak RSS is its own): buil
 compile, `--warmup` untimed steps (tracing), then `--steps` timed steps, each one batch
 taken from the loader (Keras' PyDataset enqueuer, as model.fit uses it) and one
 `train_on_batch`. `--input new` is model.py's path (the host reads uint8 crops, the device
-augments, renders maps and computes the loss: model.FigureTrainer); `--input old` the
+augments, renders maps and computes the loss: training.FigureTrainer); `--input old` the
 previous one (the host warps, renders maps and sends float32 images and targets). Prints
 params, GFLOPs per figure, figures/s, the fraction of step time spent waiting for input,
 and peak RSS. Without --data, random figures are written to a temporary coco.npy.
@@ -29,8 +29,8 @@ def make_step(arch, size, width, batch, data, input_path, workers):
     """(model, loader iterator, train step, validation step or None) for one configuration."""
     import keras
 
-    import model as M
     import network as N
+    import training as T
     from bench_input import OldHostBatches
     from confidence_maps import ARCH_CODECS
     from figure_dataset import Augment, FigureBatches
@@ -41,12 +41,12 @@ def make_step(arch, size, width, batch, data, input_path, workers):
     network = N.build_model(arch, batches.n_joints, size, width)
     codec = ARCH_CODECS[arch]
     if input_path == "new":
-        trainer = M.compile_model(M.make_trainer(network, batches, codec), lr=2e-4)
+        trainer = T.compile_model(T.make_trainer(network, batches, codec), lr=2e-4)
         loader = batches
         step, validate = trainer.train_on_batch, trainer.test_on_batch
     else:
         network.compile(optimizer=keras.optimizers.Adam(2e-4), loss=[OldJointMSE()] * 3,
-                        loss_weights=[M.LOSS_WEIGHTS["main"]] + [M.LOSS_WEIGHTS["side"]] * 2)
+                        loss_weights=[T.LOSS_WEIGHTS["main"]] + [T.LOSS_WEIGHTS["side"]] * 2)
         make = OldHostBatches(batches, stride=codec.stride)
 
         class Old(keras.utils.PyDataset):
@@ -69,8 +69,8 @@ def OldJointMSE():  # noqa: N802 - a loss factory, named like the class it build
     """The old loss signature: y_true (B, M, M, 2J) = J target maps then J mask channels."""
     import keras
 
-    import model as M
-    fg = M.make_loss("fg_mse")
+    import training as T
+    fg = T.make_loss("fg_mse")
 
     class Old(keras.losses.Loss):
         def call(self, y_true, y_pred):

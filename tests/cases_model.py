@@ -11,8 +11,10 @@ from test_figure_dataset import write_figures
 
 from synthetic_coco import random_figures_file
 
-import model as M
 import network as N
+from train_config import TrainConfig
+
+import model as M
 
 OUT = "out"  # the name of {out} in each row's folder
 MD = "model"
@@ -110,8 +112,8 @@ def build_inputs(tmp):
     paths["wide_keras"] = tmp / "wide.keras"
     N.build_model("simple", n_joints=13, size=64, width=0.5).save(paths["wide_keras"])
     paths["run"] = tmp / "run"
-    M.train(M.Config(data=str(paths["data"]), out=str(paths["run"]), epochs=1, batch_size=4, size=64, width=0.25,
-                     seed=1, steps_per_epoch=2, verbose=0))
+    M.train(TrainConfig(data=str(paths["data"]), out=str(paths["run"]), epochs=1, batch_size=4, size=64, width=0.25,
+                        seed=1, steps_per_epoch=2, verbose=0))
     run_files = files_of(paths["run"])
     return {**{k: str(v) for k, v in paths.items()}, "run_files": run_files}
 

@@ -146,8 +146,9 @@ def test_model_help_states_the_ranges_and_the_resume_rules(capsys):
 def test_resume_config_lists_model_and_data_keys(inputs_of):
     """config.json of a run holds every key --resume compares (the identity of model and data)."""
     import json
-    import model
+
+    from run_folder import RUN_IDENTITY
     with open(os.path.join(inputs_of("model")["run"], "config.json")) as f:
         config = json.load(f)
-    assert set(model.RUN_IDENTITY) <= set(config), set(model.RUN_IDENTITY) - set(config)
+    assert set(RUN_IDENTITY) <= set(config), set(RUN_IDENTITY) - set(config)
     assert config["joints"] == 13 and config["input_size"] == 64

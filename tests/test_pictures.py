@@ -41,16 +41,16 @@ def test_epoch_pictures_and_curves(tmp_path, monkeypatch):
     import cv2
     import matplotlib.pyplot as plt
 
-    import model as M
+    from pictures import plot_curves, write_eval_pngs
     rng = np.random.default_rng(0)
-    M.write_eval_pngs(str(tmp_path), 0, rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
-                      rng.random((2, 16, 16, 13), dtype=np.float32), rng.random((2, 16, 16, 13), dtype=np.float32))
+    write_eval_pngs(str(tmp_path), 0, rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
+                    rng.random((2, 16, 16, 13), dtype=np.float32), rng.random((2, 16, 16, 13), dtype=np.float32))
     heatmap = cv2.imread(str(tmp_path / "0000_heatmap.png"))
     assert heatmap.shape == (16 + 2 * 64, 14 * 64, 3)   # a row of names over the 14 columns
     (tmp_path / "log.csv").write_text("epoch,loss,val_loss,val_pck@0.2\n0,2.0,2.1,0.5\n1,1.5,1.6,0.6\n")
     figures = []
     monkeypatch.setattr(plt, "close", figures.append)
-    M.plot_curves(str(tmp_path / "log.csv"), str(tmp_path / "curves.png"))
+    plot_curves(str(tmp_path / "log.csv"), str(tmp_path / "curves.png"))
     (axes_loss, _) = figures[0].axes
     assert list(axes_loss.get_lines()[0].get_xdata()) == [1, 2]
     ticks = [t for t in axes_loss.get_xticks() if 1 <= t <= 2]

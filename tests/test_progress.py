@@ -33,9 +33,9 @@ def test_line_progress_prints_plain_lines_with_eta():
 
 
 def test_epoch_clock_says_elapsed_and_eta_of_the_run():
-    import model as M
+    from callbacks import EpochClock
     clock, stream = FakeClock(), io.StringIO()
-    callback = M.EpochClock(5, clock=clock, stream=stream)
+    callback = EpochClock(5, clock=clock, stream=stream)
     callback.on_train_begin()
     for epoch in (2, 3):                              # a run resumed at epoch 2 (counted from 0)
         callback.on_epoch_begin(epoch)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from test_figure_dataset import write_figures
 
+from figure_dataset import split_by_image
+
 import evaluate
 import model as M
 
@@ -26,7 +28,9 @@ def test_split_json_names_the_held_out_images(one_epoch_run):
     image_ids = np.unique(np.load(data)["image_id"]).tolist()
     assert split["held_out"] and split["train_data"] == split["val_data"] == data
     assert sorted(split["train_image_ids"] + split["val_image_ids"]) == image_ids   # disjoint, complete
-    assert 0 < len(split["val_image_ids"]) < len(image_ids) / 2
+    _, val_idx = split_by_image(np.load(data)["image_id"], 0.2, 2)                  # --seed 2's 20 %
+    assert split["val_image_ids"] == np.unique(np.load(data)["image_id"][val_idx]).tolist()
+    assert len(split["val_image_ids"]) == round(0.2 * len(image_ids))
 
 
 def test_evaluate_run_scores_only_held_out_images(one_epoch_run, capsys):

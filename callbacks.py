@@ -1,0 +1,243 @@
+"""The training run's callbacks: what happens after every epoch, and in which order.
+
+    trainer.fit(train, validation_data=val, callbacks=make_callbacks(cfg, train, val, baseline, backup))
+
+Per epoch: the dataset learns its epoch (augmentation is f(seed, epoch)), the pictures of a
+fixed validation batch and the mean-pose baseline (eval/, log.csv), best.keras and last.keras,
+log.csv and curves.png, one plain progress line, TensorBoard (tb/), the learning check and,
+last, the backup that --resume restores (backup/). Files go through a temporary name and a
+rename, so a kill never leaves half of one.
+"""
+import datetime
+import importlib.util
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+import backend
+from cli import InputError, duration
+from pictures import plot_curves, write_eval_pngs
+
+
+class SetEpoch(keras.callbacks.Callback):
+    """Tell the training dataset which epoch it serves, so augmentation is f(seed, epoch)."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.epoch = epoch
+
+
+class EpochClock(keras.callbacks.Callback):
+    """One plain line per epoch for logs: epochs done (counted from 1, like Keras' "Epoch 1/12"),
+    this epoch's time, the time since the run (or its resume) started and the ETA of the whole run."""
+
+    def __init__(self, epochs, clock=None, stream=None):
+        super().__init__()
+        self.epochs, self.clock, self.stream = epochs, clock or time.monotonic, stream or sys.stdout
+        self.started = self.epoch_started = None
+        self.first = 0
+
+    def on_train_begin(self, logs=None):
+        self.started = self.clock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epoch_started is None:
+            self.first = epoch            # a resumed run starts later: its ETA counts from there
+        self.epoch_started = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = self.clock()
+        done = epoch + 1 - self.first
+        left = self.epochs - epoch - 1
+        eta = (now - self.started) / done * left
+        finish = time_of_day(eta) if left else "done"
+        print(f"epoch {epoch + 1}/{self.epochs}: {duration(now - self.epoch_started)}, elapsed "
+              f"{duration(now - self.started)}, ETA {duration(eta)} ({finish})", file=self.stream, flush=True)
+
+
+def time_of_day(seconds_from_now):
+    """The local clock time `seconds_from_now` from now, e.g. "ends about 14:05"."""
+    end = datetime.datetime.now() + datetime.timedelta(seconds=seconds_from_now)
+    return f"ends about {end:%H:%M}"
+
+
+class EpochPictures(keras.callbacks.Callback):
+    """Every epoch: the original's pictures of a fixed validation batch, and the mean-pose
+    baseline into the logs (so log.csv and curves.png show it beside val PCK)."""
+
+    def __init__(self, batch, out_dir, baseline):
+        super().__init__()
+        self.batch, self.out_dir, self.baseline = batch, out_dir, baseline
+        self.replica = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["baseline_pck@0.2"] = self.baseline
+        trainer, network = self.model, self.model.network
+        if backend.multi_process():
+            network = self.replica = backend.local_replica(network, self.replica)
+        images, keypoints = trainer.augment(self.batch)
+        images_uint8 = np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        gt01, _ = trainer.codec.encode(np.asarray(keypoints), trainer.augment.size)
+        pred01 = trainer.codec.from_tanh(network(images, training=False)[0])
+        write_eval_pngs(os.path.join(self.out_dir, "eval"), epoch, images_uint8, gt01, pred01)
+
+
+class SaveNetwork(keras.callbacks.Callback):
+    """Save the trainer's inference network (never the augmentation) to a .keras file every
+    epoch, or only when `monitor` reaches a new maximum; via a temporary file and a rename,
+    so a kill never leaves half a checkpoint. `best`: the best value so far (from log.csv on --resume)."""
+
+    def __init__(self, path, monitor=None, best=-np.inf):
+        super().__init__()
+        self.path, self.monitor, self.best = path, monitor, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor is not None:
+            value = (logs or {}).get(self.monitor)
+            if value is None or not value > self.best:
+                return
+            self.best = value
+        tmp = self.path[:-len(".keras")] + ".tmp.keras"
+        self.model.network.save(tmp)
+        os.replace(tmp, self.path)
+
+
+class PlotCurves(keras.callbacks.Callback):
+    """Redraw curves.png from log.csv after every epoch (so it survives --resume)."""
+
+    def __init__(self, out_dir):
+        super().__init__()
+        self.out_dir = out_dir
+
+    def on_epoch_end(self, epoch, logs=None):
+        plot_curves(os.path.join(self.out_dir, "log.csv"), os.path.join(self.out_dir, "curves.png"))
+
+
+def quarter_epoch(epochs: int) -> int:
+    """The epoch (0-based) that ends a quarter of the way through `epochs`: the learning check."""
+    return max(1, math.ceil(epochs / 4)) - 1
+
+
+class LearningCheck(keras.callbacks.Callback):
+    """Say when a run is not learning: one warning line if val PCK@0.2 is still below the
+    mean-pose baseline a quarter of the way through, and a summary line at the end of every
+    run with the final and best val PCK@0.2 beside the baseline."""
+
+    def __init__(self, baseline, epochs):
+        super().__init__()
+        self.baseline, self.epochs = baseline, epochs
+        self.last = self.best = None  # (epoch, val PCK@0.2)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_pck@0.2")
+        if value is None:
+            return
+        self.last = (epoch, float(value))
+        if self.best is None or value > self.best[1]:
+            self.best = self.last
+        if epoch == quarter_epoch(self.epochs) and value < self.baseline:
+            print(f"warning: not learning yet: val PCK@0.2 {value:.3f} after {epoch + 1} of {self.epochs} epochs is "
+                  f"below the mean-pose baseline {self.baseline:.3f} (the summary line at the end says whether it "
+                  "catches up; if not: check the data, train longer with --min-steps, or try another --lr)", flush=True)
+
+    def on_train_end(self, logs=None):
+        if self.last is None:
+            return
+        (epoch, value), (best_epoch, best) = self.last, self.best
+        verdict = "beats" if value > self.baseline else "does NOT beat"
+        print(f"summary: val PCK@0.2 {value:.3f} after {epoch + 1} epochs (best {best:.3f} at epoch {best_epoch + 1}) "
+              f"{verdict} the mean-pose baseline {self.baseline:.3f}", flush=True)
+
+
+class Backup(keras.callbacks.Callback):
+    """The training state (weights, optimizer, epoch count) after every epoch, for --resume.
+
+    Not keras.callbacks.BackupAndRestore: it overwrites backup/latest.weights.h5 in place and
+    writes the epoch to a JSON file afterwards, so a kill while it writes leaves a truncated
+    HDF5 that fails every --resume (or weights one epoch ahead of the epoch count). Here each
+    backup goes to a temporary file that is renamed to backup/EPOCHS.weights.h5 (the number
+    of finished epochs is in the name, so weights and count never disagree), the one before
+    it is kept, and `restore` loads the newest that reads, skipping broken ones. Last in the
+    callback list, so a backup of epoch N means log.csv and the checkpoints have epoch N.
+    Kept after training: --resume --epochs MORE extends a finished run.
+    """
+
+    KEEP = 2
+    SUFFIX = ".weights.h5"  # save_weights() insists on it
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def backups(self):
+        """[(finished epochs, path)] of the complete backups, newest first (temporary files excluded)."""
+        names = os.listdir(self.folder) if os.path.isdir(self.folder) else []
+        stems = [n[:-len(self.SUFFIX)] for n in names if n.endswith(self.SUFFIX)]
+        return sorted(((int(s), os.path.join(self.folder, s + self.SUFFIX)) for s in stems if s.isdigit()),
+                      reverse=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.folder, exist_ok=True)
+        tmp = os.path.join(self.folder, "partial" + self.SUFFIX)
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, os.path.join(self.folder, f"{epoch + 1:04d}{self.SUFFIX}"))
+        for _, old in self.backups()[self.KEEP:]:
+            os.remove(old)
+
+    def restore(self, model):
+        """Load the newest backup that reads into `model` (compiled); the epochs it holds, 0 if none.
+
+        A broken file (a kill or a full disk while it was written) is skipped with a note; one
+        that reads but does not fit the model is an InputError (the run had other flags).
+        """
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)  # its variables are in the backup too
+        broken = []
+        for epochs, path in self.backups():
+            try:
+                model.load_weights(path)
+            except (OSError, KeyError) as err:  # what h5py raises for truncated or garbled files
+                print(f"note: skipped the broken backup {path} ({str(err).splitlines()[0]})", flush=True)
+                broken.append(path)
+                continue
+            except ValueError as err:
+                raise InputError(f"--resume: {path} does not fit this model ({str(err).splitlines()[0]})") from None
+            return epochs
+        if broken:
+            raise InputError(f"--resume: no backup in {self.folder} could be read; delete it to start over")
+        print(f"note: no backup in {self.folder} yet; starting at epoch 0", flush=True)
+        return 0
+
+
+def tensorboard(log_dir):
+    """[TensorBoard callback] if the tensorboard package is installed, else [] with a note."""
+    if importlib.util.find_spec("tensorboard") is None:
+        print("note: tensorboard is not installed; no tb/ logs (pip install tensorboard)", flush=True)
+        return []
+    return [keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0)]
+
+
+def make_callbacks(cfg, train, val, baseline, backup, best=-np.inf):
+    """The callbacks of a TrainConfig's run, in the order that matters: pictures and baseline first,
+    then checkpoints and logs, the backup last. `best`: the best val PCK@0.2 so far (--resume)."""
+    out = cfg.out
+    return [
+        SetEpoch(train),
+        EpochPictures(val[0], out, baseline),
+        SaveNetwork(os.path.join(out, "best.keras"), monitor="val_pck@0.2", best=best),
+        SaveNetwork(os.path.join(out, "last.keras")),
+        keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=cfg.resume),
+        PlotCurves(out),
+        EpochClock(cfg.epochs),
+        *tensorboard(os.path.join(out, "tb")),
+        LearningCheck(baseline, cfg.epochs),
+        backup,
+    ]

@@ -1,0 +1,103 @@
+"""network.py: output shapes, FLOPs checked by hand, save and load."""
+import keras
+import numpy as np
+import pytest
+
+import network as N
+
+SMALL = dict(n_joints=13, size=64, width=0.25)
+
+
+@pytest.mark.parametrize("arch, map_size", [("simple", 16), ("original", 64)])
+def test_output_shapes(arch, map_size):
+    model = N.build_model(arch, **SMALL)
+    outs = model(np.zeros((2, 64, 64, 3), np.float32))
+    assert [tuple(o.shape) for o in outs] == [(2, map_size, map_size, 13)] * 3
+    assert model.output_names[0] == "maps"
+
+
+def test_count_flops_of_a_hand_checkable_model():
+    """2 x multiply-adds per output pixel and kernel weight: a 3x3 conv 3 -> 4 at 8 x 8, then a
+    strided 1x1 conv 4 -> 2 (4 x 4 out), then a dense 32 -> 5."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.Conv2D(2, 1, strides=2)(x)
+    outputs = keras.layers.Dense(5)(keras.layers.Flatten()(x))
+    assert N.count_flops(keras.Model(inputs, outputs)) == 2 * 8 * 8 * 3 * 3 * 3 * 4 + 2 * 4 * 4 * 4 * 2 + 2 * 32 * 5
+
+
+def conv_flops(out_side, kernel, c_in, c_out):
+    """FLOPs of a square convolution with an out_side x out_side output."""
+    return 2 * out_side * out_side * kernel * kernel * c_in * c_out
+
+
+def bottleneck_flops(side, c_in, a, c, mode):
+    """network.bottleneck on a side x side input: 1x1 (a) -> 3x3 (a) -> 1x1 (c) and a projection
+    shortcut when the shape changes; "up" makes its 3x3 and the shortcut sub-pixel convs (4x channels)."""
+    if mode == "up":
+        return (conv_flops(side, 1, c_in, a) + conv_flops(side, 3, a, 4 * a) + conv_flops(2 * side, 1, a, c)
+                + conv_flops(side, 1, c_in, 4 * c))
+    out = side // 2 if mode == "down" else side
+    shortcut = conv_flops(out, 1, c_in, c) if mode == "down" or c_in != c else 0
+    return conv_flops(side, 1, c_in, a) + conv_flops(out, 3, a, a) + conv_flops(out, 1, a, c) + shortcut
+
+
+def stage_flops(side, c_in, c, blocks, mode="same"):
+    """network.stage: one bottleneck of `mode` (inner width c / 4), then blocks - 1 plain ones."""
+    out = {"down": side // 2, "up": 2 * side, "same": side}[mode]
+    return bottleneck_flops(side, c_in, c // 4, c, mode) + (blocks - 1) * bottleneck_flops(out, c, c // 4, c, "same")
+
+
+def simple_network_flops(s, joints, c2, c4, c8, c16, c32):
+    """The simple network at depth 1 (network.simple_network's docstring): stem, encoder to stride
+    32, decoder with concatenated skips back to stride 4, heads (1x1 convs) at strides 16, 8 and 4."""
+    encoder = (conv_flops(s // 2, 3, 3, c2) + stage_flops(s // 2, c2, c4, 2, "down")
+               + stage_flops(s // 4, c4, c8, 2, "down") + stage_flops(s // 8, c8, c16, 2, "down")
+               + stage_flops(s // 16, c16, c32, 3, "down"))
+    decoder = (stage_flops(s // 32, c32, c16, 1, "up") + stage_flops(s // 16, 2 * c16, c16, 1)
+               + stage_flops(s // 16, c16, c8, 1, "up") + stage_flops(s // 8, 2 * c8, c8, 1)
+               + stage_flops(s // 8, c8, c4, 1, "up") + stage_flops(s // 4, 2 * c4, c4, 2))
+    heads = conv_flops(s // 16, 1, c16, joints) + conv_flops(s // 8, 1, c8, joints) + conv_flops(s // 4, 1, c4, joints)
+    return encoder + decoder + heads
+
+
+@pytest.mark.parametrize("size, width, channels", [(64, 0.25, (16, 16, 32, 64, 64)),        # 16 is the minimum
+                                                   (320, 1.0, (16, 64, 128, 256, 256))])   # --width x (16 .. 256)
+def test_flops_of_the_simple_network_match_its_layout(size, width, channels):
+    expected = simple_network_flops(size, 13, *channels)
+    assert N.count_flops(N.build_model("simple", 13, size, width)) == expected
+    if size == 320:
+        assert round(expected / 1e9, 2) == 1.51  # README "Network size and training speed"
+
+
+def test_flops_of_the_original_match_the_reference():
+    original = N.count_flops(N.build_model("original", 13, 320))
+    simple = N.count_flops(N.build_model("simple", 13, 320))
+    assert abs(original / 1e9 - 11.2) < 0.1  # REFERENCE.md: 11.2 GFLOPs
+    assert original / simple >= 4
+
+
+def test_save_load_same_predictions(tmp_path):
+    """predict_maps = the main output of the preprocessed canvases in [0, 1], the same after a save and load."""
+    model = N.build_model("simple", **SMALL)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = N.load_trained_model(path)
+    canvases = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    a, b = N.predict_maps(model, canvases), N.predict_maps(loaded, canvases)
+    assert a.shape == (3, 16, 16, 13) and a.dtype == np.float32
+    raw = np.asarray(model(N.preprocess_images(canvases), training=False)[0])
+    np.testing.assert_allclose(a, (raw + 1.0) / 2.0, atol=1e-6)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_load_rejects_foreign_files(tmp_path):
+    text = tmp_path / "notes.keras"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="is not a figure-pose model"):
+        N.load_trained_model(str(text))
+    other = tmp_path / "other.keras"
+    inp = keras.Input((4,))
+    keras.Model(inp, keras.layers.Dense(2)(inp)).save(str(other))
+    with pytest.raises(ValueError, match="is not a figure-pose model"):
+        N.load_trained_model(str(other))
