@@ -48,9 +48,9 @@ from coco_io import annotation_path, load_coco_annotations, person_mask, read_im
 from confidence_maps import STRIDE, labelled_with_map, quantise_maps, render_confidence_maps
 from figure_plan import canvas_keypoints, first_tasks_for, plan_work, skipping_object_hook
 from figure_writer import FigureWriter, check_writable
-from figures import (bbox_mask, canvas_image, crop_to_record, draw_skeleton, figure_dtype, joint_names, open_figures,
+from figures import (bbox_mask, canvas_image, crop_to_record, figure_dtype, joint_names, open_figures,
                      render_figure)
-from pictures import save_png
+from pictures import draw_skeleton, save_png
 
 
 # ----------------------------------------------------------------------------- figures

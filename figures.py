@@ -323,39 +323,6 @@ def figure_joint_names(figures):
     return joint_names(figures.dtype["keypoints"].shape[0])
 
 
-# ----------------------------------------------------------------------------- pictures
-
-def joint_colour(name):
-    """RGB colour of a joint in pictures: the person's left blue, right red, centre green."""
-    return (30, 90, 255) if name.startswith("left_") else (230, 40, 40) if name.startswith("right_") else (0, 170, 0)
-
-
-def draw_skeleton(image, xy, present, names, thickness=2, radius=4, limb=(255, 160, 0)):
-    """Copy of an RGB image with limbs and joints at xy (J, 2) where `present` (J,) is true."""
-    out = np.ascontiguousarray(image).copy()
-    pts = [tuple(int(round(v)) for v in p) for p in np.asarray(xy, dtype=np.float64)]
-    for i, j in skeleton_indices(list(names)):
-        if present[i] and present[j]:
-            cv2.line(out, pts[i], pts[j], limb, thickness, cv2.LINE_AA)
-    for k in np.flatnonzero(present):
-        cv2.circle(out, pts[k], radius, joint_colour(names[k]), -1, cv2.LINE_AA)
-    return out
-
-
-def summed_maps(maps01):
-    """Joint maps (M, M, J) in [0, 1] summed into one (M, M) picture, scaled down to peak 1
-    where maps overlap (never scaled up, so a weak prediction looks weak)."""
-    total = np.asarray(maps01, dtype=np.float32).sum(-1)
-    return total / max(float(total.max()), 1.0)
-
-
-def heat_image(map01, size):
-    """One map (M, M) in [0, 1] (clipped) -> size x size x 3 uint8 RGB, jet colour map."""
-    grey = (np.clip(np.asarray(map01, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
-    grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_LINEAR)
-    return cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-
-
 # ----------------------------------------------------------------------------- crop geometry of predictions
 
 def to_original(canvas_xy, affines):

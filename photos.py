@@ -18,9 +18,9 @@ import numpy as np
 from atomic import write_json
 from cli import InputError, os_errors_as_input, progress
 from coco_io import PERSON_CATEGORY_ID, person_mask, read_image
-from figures import bbox_mask, draw_skeleton, flip_permutation, joint_names, render_figure, to_original
+from figures import bbox_mask, flip_permutation, joint_names, render_figure, to_original
 from inference import decode, model_maps, variant_name
-from pictures import draw_crop, save_png
+from pictures import draw_crop, draw_skeleton, save_png
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm", ".pgm", ".ppm")
 # what an unmasked crop costs, measured (README, "Your own images"); printed with --images

@@ -1,8 +1,9 @@
-"""Drawing for people: crops on photos, labelled per-joint columns, joint peaks on a grey figure.
+"""Every picture the scripts write: crops on photos, evaluation grids, per-joint PCK bars,
+training pictures and curves; each PNG written atomically (save_png, save_plot).
 
-New drawing code lives here (figures.py keeps the older helpers until the file reorganisation).
 Images are RGB uint8; coordinates follow figures.py (x right, y down, integers at pixel centres).
 """
+import csv
 import io
 import os
 
@@ -11,7 +12,40 @@ import numpy as np
 
 from atomic import write_atomic
 from confidence_maps import dequantise_maps
-from figures import FRAME_RATIO, canvas_image, draw_skeleton, heat_image, joint_colour, summed_maps
+from figures import FRAME_RATIO, canvas_image, joint_names, skeleton_indices
+
+
+# ----------------------------------------------------------------------------- joints and maps
+
+def joint_colour(name):
+    """RGB colour of a joint in pictures: the person's left blue, right red, centre green."""
+    return (30, 90, 255) if name.startswith("left_") else (230, 40, 40) if name.startswith("right_") else (0, 170, 0)
+
+
+def draw_skeleton(image, xy, present, names, thickness=2, radius=4, limb=(255, 160, 0)):
+    """Copy of an RGB image with limbs and joints at xy (J, 2) where `present` (J,) is true."""
+    out = np.ascontiguousarray(image).copy()
+    pts = [tuple(int(round(v)) for v in p) for p in np.asarray(xy, dtype=np.float64)]
+    for i, j in skeleton_indices(list(names)):
+        if present[i] and present[j]:
+            cv2.line(out, pts[i], pts[j], limb, thickness, cv2.LINE_AA)
+    for k in np.flatnonzero(present):
+        cv2.circle(out, pts[k], radius, joint_colour(names[k]), -1, cv2.LINE_AA)
+    return out
+
+
+def summed_maps(maps01):
+    """Joint maps (M, M, J) in [0, 1] summed into one (M, M) picture, scaled down to peak 1
+    where maps overlap (never scaled up, so a weak prediction looks weak)."""
+    total = np.asarray(maps01, dtype=np.float32).sum(-1)
+    return total / max(float(total.max()), 1.0)
+
+
+def heat_image(map01, size):
+    """One map (M, M) in [0, 1] (clipped) -> size x size x 3 uint8 RGB, jet colour map."""
+    grey = (np.clip(np.asarray(map01, dtype=np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    grey = cv2.resize(grey, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
 
 
 def draw_crop(image, bbox, thickness=1, frame_ratio=FRAME_RATIO):
@@ -176,11 +210,6 @@ def save_plot(path, fig, dpi=80):
     write_atomic(path, buffer.getvalue())
 
 # ----------------------------------------------------------------------------- training pictures
-# (model.py's per-epoch pictures and curves; imported here, below the rest, to keep this section apart)
-import csv  # noqa: E402
-import os  # noqa: E402
-
-from figures import heat_image, joint_names, summed_maps  # noqa: E402
 
 
 def grid(tiles, cols):

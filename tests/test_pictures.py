@@ -5,8 +5,8 @@ import os
 import cv2
 import numpy as np
 
-from figures import joint_colour, joint_names
-from pictures import draw_crop, label_columns, peaks_on_grey
+from figures import joint_names
+from pictures import draw_crop, joint_colour, label_columns, peaks_on_grey
 
 
 def test_peaks_on_grey_marks_each_joint_in_its_colour():
