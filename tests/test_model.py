@@ -14,7 +14,7 @@ from dataclasses import asdict, fields
 import keras
 import numpy as np
 import pytest
-from conftest import REPO, run_script
+from conftest import REPO
 from test_figure_dataset import write_figures
 
 from callbacks import Backup
@@ -324,11 +324,12 @@ def losses(out):
 
 def test_mirrored_two_devices_matches_one(tiny_data, tmp_path):
     """--distribute mirrored on 2 logical CPUs (a process: --cpu-devices must come before TensorFlow
-    starts) trains as one device does (in this process)."""
+    starts) trains as one device does (in this process, meanwhile: the two use both cores)."""
+    two = subprocess.Popen([sys.executable, str(REPO / "model.py"), "--data", tiny_data, *DEVICE_RUN,
+                            "--cpu-devices", "2", "--out", str(tmp_path / "two"), "--distribute", "mirrored"],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     M.main(["--data", tiny_data, *DEVICE_RUN, "--out", str(tmp_path / "one")])
-    two = run_script(REPO / "model.py", "--data", tiny_data, *DEVICE_RUN, "--cpu-devices", "2",
-                     "--out", tmp_path / "two", "--distribute", "mirrored")
-    assert two.returncode == 0, two.stderr[-2000:]
+    finished(two)
     np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=0.05)
 
 
@@ -345,37 +346,41 @@ def finished(process):
 
 
 @pytest.fixture(scope="module")
-def jax_one_device(tiny_data, tmp_path_factory):
-    """Losses of the DEVICE_RUN on the JAX backend, one device."""
-    out = tmp_path_factory.mktemp("jax") / "one"
-    finished(run_jax(tiny_data, out))
-    return losses(out)
-
-
-@pytest.mark.skipif(NO_JAX, reason="JAX is not installed (optional: pip install jax to test the JAX backend)")
-def test_jax_data_parallel_matches_one_device(jax_one_device, tiny_data, tmp_path):
-    """The same model code on the JAX backend; keras.distribution.DataParallel on 2 host devices."""
-    finished(run_jax(tiny_data, tmp_path / "two", "--distribute", "mirrored",
-                     XLA_FLAGS="--xla_force_host_platform_device_count=2"))
-    np.testing.assert_allclose(losses(tmp_path / "two"), jax_one_device, rtol=0.05)
-    assert jax_one_device[1] < jax_one_device[0]
-
-
-@pytest.mark.skipif(NO_JAX, reason="JAX is not installed (optional: pip install jax to test the JAX backend)")
-def test_jax_two_processes_match_one_process(jax_one_device, tiny_data, tmp_path):
-    """--distribute multiworker: two processes (gloo on CPU), each feeding half of every batch."""
+def jax_runs(tiny_data, tmp_path_factory):
+    """The DEVICE_RUN on the JAX backend three ways, all started at once (each is mostly one XLA
+    compile on one core, so together they use both): one device, DataParallel on 2 host devices,
+    and two processes of --distribute multiworker (gloo on CPU). Returns the runs' folder."""
+    runs = tmp_path_factory.mktemp("jax")
     with socket.socket() as s:  # a free port for the coordinator
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    workers = [run_jax(tiny_data, tmp_path / "two", "--distribute", "multiworker",
-                       KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port}", KERAS_DISTRIBUTION_NUM_PROCESSES="2",
-                       KERAS_DISTRIBUTION_PROCESS_ID=str(i)) for i in range(2)]
-    for worker in workers:
-        finished(worker)
-    for folder in (tmp_path / "two", tmp_path / "two" / "worker1"):  # the chief's run, worker 1's own
-        np.testing.assert_allclose(losses(folder), jax_one_device, rtol=0.05)
-    N.load_trained_model(str(tmp_path / "two" / "best.keras"))
-    assert (tmp_path / "two" / "eval" / "0001_heatmap.png").exists()
+    processes = [run_jax(tiny_data, runs / "one"),
+                 run_jax(tiny_data, runs / "parallel", "--distribute", "mirrored",
+                         XLA_FLAGS="--xla_force_host_platform_device_count=2")]
+    processes += [run_jax(tiny_data, runs / "two", "--distribute", "multiworker",
+                          KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port}", KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                          KERAS_DISTRIBUTION_PROCESS_ID=str(i)) for i in range(2)]
+    for process in processes:
+        finished(process)
+    return runs
+
+
+@pytest.mark.skipif(NO_JAX, reason="JAX is not installed (optional: pip install jax to test the JAX backend)")
+def test_jax_data_parallel_matches_one_device(jax_runs):
+    """The same model code on the JAX backend; keras.distribution.DataParallel on 2 host devices."""
+    one = losses(jax_runs / "one")
+    np.testing.assert_allclose(losses(jax_runs / "parallel"), one, rtol=0.05)
+    assert one[1] < one[0]
+
+
+@pytest.mark.skipif(NO_JAX, reason="JAX is not installed (optional: pip install jax to test the JAX backend)")
+def test_jax_two_processes_match_one_process(jax_runs):
+    """--distribute multiworker: two processes, each feeding half of every batch; the chief writes
+    the run, worker 1 its own folder."""
+    for folder in (jax_runs / "two", jax_runs / "two" / "worker1"):
+        np.testing.assert_allclose(losses(folder), losses(jax_runs / "one"), rtol=0.05)
+    N.load_trained_model(str(jax_runs / "two" / "best.keras"))
+    assert (jax_runs / "two" / "eval" / "0001_heatmap.png").exists()
 
 
 def test_multiworker_on_tensorflow_is_a_clear_error(tiny_data, tmp_path):
