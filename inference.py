@@ -29,7 +29,7 @@ import numpy as np
 
 from atomic import remove_path, write_json
 from cli import InputError, os_errors_as_input
-from confidence_maps import (codec_of_model, dequantise_maps, flip_maps, quantise_maps,
+from confidence_maps import (ConfidenceMapCodec, codec_of_model, dequantise_maps, flip_maps, quantise_maps,
                              render_confidence_maps)
 from figures import JOINT_SETS, joint_names, mirror_keypoints
 
@@ -166,7 +166,7 @@ class ExportedModel:
             canvases = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in canvases])
         x = canvases.astype(np.float32) / 127.5 - 1.0
         raw = np.concatenate([self._run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-        return np.clip((raw + 1.0) * 0.5, 0.0, 1.0).astype(np.float32)
+        return ConfidenceMapCodec.from_tanh(raw)
 
 
 def load_exported(path):
