@@ -15,6 +15,7 @@ import os
 import sys
 import time
 
+import h5py
 import keras
 import numpy as np
 
@@ -157,6 +158,11 @@ class LearningCheck(keras.callbacks.Callback):
               f"{verdict} the mean-pose baseline {self.baseline:.3f}", flush=True)
 
 
+def seed_states(model):
+    """The state variables of `model`'s SeedGenerators (Dropout's), in the model's variable order."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 class Backup(keras.callbacks.Callback):
     """The training state (weights, optimizer, epoch count) after every epoch, for --resume.
 
@@ -168,10 +174,15 @@ class Backup(keras.callbacks.Callback):
     it is kept, and `restore` loads the newest that reads, skipping broken ones. Last in the
     callback list, so a backup of epoch N means log.csv and the checkpoints have epoch N.
     Kept after training: --resume --epochs MORE extends a finished run.
+
+    save_weights leaves out the random state of Dropout (its SeedGenerator counts the draws),
+    so a resumed run would drop other units than the unbroken one; each backup also holds
+    those states (SEED_STATES), and a resumed run trains exactly as the unbroken one.
     """
 
     KEEP = 2
     SUFFIX = ".weights.h5"  # save_weights() insists on it
+    SEED_STATES = "seed_generator_states"  # (G, 2) int: every SeedGenerator's [seed, draws], in variable order
 
     def __init__(self, folder):
         super().__init__()
@@ -188,6 +199,10 @@ class Backup(keras.callbacks.Callback):
         os.makedirs(self.folder, exist_ok=True)
         tmp = os.path.join(self.folder, "partial" + self.SUFFIX)
         self.model.save_weights(tmp, overwrite=True)
+        states = seed_states(self.model)
+        if states:
+            with h5py.File(tmp, "a") as f:
+                f.create_dataset(self.SEED_STATES, data=np.stack([keras.ops.convert_to_numpy(v) for v in states]))
         os.replace(tmp, os.path.join(self.folder, f"{epoch + 1:04d}{self.SUFFIX}"))
         for _, old in self.backups()[self.KEEP:]:
             os.remove(old)
@@ -204,12 +219,16 @@ class Backup(keras.callbacks.Callback):
         for epochs, path in self.backups():
             try:
                 model.load_weights(path)
+                with h5py.File(path, "r") as f:
+                    saved = f[self.SEED_STATES][()] if self.SEED_STATES in f else []
             except (OSError, KeyError) as err:  # what h5py raises for truncated or garbled files
                 print(f"note: skipped the broken backup {path} ({str(err).splitlines()[0]})", flush=True)
                 broken.append(path)
                 continue
             except ValueError as err:
                 raise InputError(f"--resume: {path} does not fit this model ({str(err).splitlines()[0]})") from None
+            for variable, value in zip(seed_states(model), saved):
+                variable.assign(value)
             return epochs
         if broken:
             raise InputError(f"--resume: no backup in {self.folder} could be read; delete it to start over")

@@ -63,7 +63,9 @@ def train(cfg, extra_callbacks=()):
     describe_run(cfg, trainer, train_ds, val_ds, baseline)
     callbacks = make_callbacks(cfg, train_ds, val_ds, baseline, backup, best)
     fit_val = val_ds if cfg.distribute == "none" else val_ds.whole_batches((process, processes))
-    return trainer.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, initial_epoch=start,
+    # shuffle=False: FigureBatches orders the figures itself, as f(seed, pass); Keras' own shuffle of
+    # the batch order draws from Python's global RNG, which a --resume cannot replay
+    return trainer.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, initial_epoch=start, shuffle=False,
                        verbose=cfg.verbose, callbacks=list(extra_callbacks) + callbacks)
 
 
