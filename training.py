@@ -162,8 +162,10 @@ def learning_rate(peak: float, total_steps: int, kind: str = "cosine"):
 
 def compile_model(trainer, lr: float, total_steps: int = 0, kind: str = "cosine"):
     """Adam with learning_rate(lr, total_steps, kind) (constant lr if total_steps is 0);
-    the loss is the trainer's own."""
+    the loss is the trainer's own. The optimizer's slots are made here: made inside the first
+    traced train step instead, they make TensorFlow trace that step twice (half of a short run)."""
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(lr, total_steps, kind if total_steps else "constant")))
+    trainer.optimizer.build(trainer.trainable_variables)
     return trainer
 
 # ----------------------------------------------------------------------------- data
