@@ -14,8 +14,10 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# One pytest worker per core (pytest-xdist); --dist loadfile keeps each test file on one
+# worker, so a file's module fixtures (a shared training run) are made once.
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 demo: install
 	bash run_sample.sh

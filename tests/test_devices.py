@@ -1,0 +1,98 @@
+"""model.py on several devices: tf.distribute mirrored on 2 logical CPUs, and the JAX backend on one
+device, DataParallel on 2 host devices and two processes of --distribute multiworker. Each run is
+a process of its own (the device count and the backend are fixed when the process starts).
+
+A file of its own so that `make test` (pytest-xdist, --dist loadfile) runs these minutes of
+processes beside test_model.py's in-process runs."""
+import csv
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+from test_figure_dataset import write_figures
+
+import model as M
+import network as N
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A 16-figure coco.npy (64 x 64 canvases, 8 images), as test_model.py's."""
+    return str(write_figures(tmp_path_factory.mktemp("data") / "coco.npy", n=16, size=64))
+
+# 2 epochs x 3 steps, no augmentation: one device and several see the same batches
+DEVICE_RUN = ["--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "4", "--size", "64", "--width", "0.25",
+              "--seed", "3", "--no-augment", "--quiet"]
+NO_JAX = importlib.util.find_spec("jax") is None
+
+
+def losses(out):
+    """The loss column of a run's log.csv."""
+    with open(out / "log.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_mirrored_two_devices_matches_one(tiny_data, tmp_path):
+    """--distribute mirrored on 2 logical CPUs (a process: --cpu-devices must come before TensorFlow
+    starts) trains as one device does (in this process, meanwhile: the two use both cores)."""
+    two = subprocess.Popen([sys.executable, str(REPO / "model.py"), "--data", tiny_data, *DEVICE_RUN,
+                            "--cpu-devices", "2", "--out", str(tmp_path / "two"), "--distribute", "mirrored"],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    M.main(["--data", tiny_data, *DEVICE_RUN, "--out", str(tmp_path / "one")])
+    finished(two)
+    np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=0.05)
+
+
+def run_jax(tiny_data, out, *extra, **env):
+    """model.py on the JAX backend in a process of its own (the backend is chosen at start)."""
+    return subprocess.Popen([sys.executable, str(REPO / "model.py"), "--data", tiny_data, *DEVICE_RUN,
+                             "--out", str(out), *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=dict(os.environ, KERAS_BACKEND="jax", **env))
+
+
+def finished(process):
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, output[-2000:]
+
+
+@pytest.fixture(scope="module")
+def jax_runs(tiny_data, tmp_path_factory):
+    """The DEVICE_RUN on the JAX backend three ways, all started at once (each is mostly one XLA
+    compile on one core, so together they use both): one device, DataParallel on 2 host devices,
+    and two processes of --distribute multiworker (gloo on CPU). Returns the runs' folder."""
+    runs = tmp_path_factory.mktemp("jax")
+    with socket.socket() as s:  # a free port for the coordinator
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    processes = [run_jax(tiny_data, runs / "one"),
+                 run_jax(tiny_data, runs / "parallel", "--distribute", "mirrored",
+                         XLA_FLAGS="--xla_force_host_platform_device_count=2")]
+    processes += [run_jax(tiny_data, runs / "two", "--distribute", "multiworker",
+                          KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port}", KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                          KERAS_DISTRIBUTION_PROCESS_ID=str(i)) for i in range(2)]
+    for process in processes:
+        finished(process)
+    return runs
+
+
+@pytest.mark.skipif(NO_JAX, reason="JAX is not installed (optional: pip install jax to test the JAX backend)")
+def test_jax_data_parallel_matches_one_device(jax_runs):
+    """The same model code on the JAX backend; keras.distribution.DataParallel on 2 host devices."""
+    one = losses(jax_runs / "one")
+    np.testing.assert_allclose(losses(jax_runs / "parallel"), one, rtol=0.05)
+    assert one[1] < one[0]
+
+
+@pytest.mark.skipif(NO_JAX, reason="JAX is not installed (optional: pip install jax to test the JAX backend)")
+def test_jax_two_processes_match_one_process(jax_runs):
+    """--distribute multiworker: two processes, each feeding half of every batch; the chief writes
+    the run, worker 1 its own folder."""
+    for folder in (jax_runs / "two", jax_runs / "two" / "worker1"):
+        np.testing.assert_allclose(losses(folder), losses(jax_runs / "one"), rtol=0.05)
+    N.load_trained_model(str(jax_runs / "two" / "best.keras"))
+    assert (jax_runs / "two" / "eval" / "0001_heatmap.png").exists()
