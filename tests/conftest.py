@@ -3,6 +3,7 @@
 The coco.npy fixtures run coco_process.main in this process (`process_coco`): a subprocess
 would pay the interpreter and import start-up again for nothing a test looks at.
 """
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,25 @@ def synthetic_figures(synthetic_coco, tmp_path_factory):
     """coco.npy of the 60-image synthetic sample (coco_process.py defaults but
     --allow-multi-polygon), made once per session."""
     return process_coco(synthetic_coco, tmp_path_factory.mktemp("synthetic_npy") / "coco.npy", "--allow-multi-polygon")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """A 16-figure coco.npy of random-noise figures (64 x 64 canvases, 8 images), for runs that
+    test the machinery rather than learning."""
+    from synthetic_coco import random_figures_file
+    return str(random_figures_file(tmp_path_factory.mktemp("tiny") / "coco.npy", n=16, size=64, seed=0))
+
+
+def small_config(data, out, **kw):
+    """A TrainConfig of a few seconds' run on tiny_data (64 px, width 0.25, 3 epochs x 2 steps of 4)."""
+    from train_config import TrainConfig
+    base = dict(data=data, out=str(out), epochs=3, batch_size=4, size=0, width=0.25, seed=1,
+                steps_per_epoch=2, verbose=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def read_log(out):
+    """The rows of a run's log.csv, as dicts of strings."""
+    with open(Path(out) / "log.csv") as f:
+        return list(csv.DictReader(f))

@@ -14,16 +14,10 @@ import sys
 import numpy as np
 import pytest
 from conftest import REPO
-from test_figure_dataset import write_figures
 
 import model as M
 import network as N
 
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """A 16-figure coco.npy (64 x 64 canvases, 8 images), as test_model.py's."""
-    return str(write_figures(tmp_path_factory.mktemp("data") / "coco.npy", n=16, size=64))
 
 # 2 epochs x 3 steps, no augmentation: one device and several see the same batches
 DEVICE_RUN = ["--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "4", "--size", "64", "--width", "0.25",

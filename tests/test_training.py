@@ -16,11 +16,6 @@ import training as T
 SMALL = dict(n_joints=13, size=64, width=0.25)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """A 16-figure coco.npy (64 x 64 canvases, 8 images)."""
-    return str(write_figures(tmp_path_factory.mktemp("data") / "coco.npy", n=16, size=64))
-
 # ----------------------------------------------------------------------------- the loss
 
 
