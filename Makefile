@@ -15,9 +15,10 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 # One pytest worker per core (pytest-xdist); --dist loadfile keeps each test file on one
-# worker, so a file's module fixtures (a shared training run) are made once.
+# worker, so a file's module fixtures (a shared training run) are made once; files are
+# handed out in collection order, long runs first (tests/conftest.py, LONG_FILES).
 test: install
-	$(PY) -m pytest -n auto --dist loadfile
+	$(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 demo: install
 	bash run_sample.sh

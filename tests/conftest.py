@@ -12,6 +12,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = REPO.parent / "shared" / "data" / "coco-sample"
+# The files of minutes-long runs, longest first. `make test` (pytest-xdist --dist loadfile
+# --no-loadscope-reorder) hands whole files to its workers in collection order, so these
+# start first and no long file is left to run alone at the end.
+LONG_FILES = ("test_end_to_end.py", "test_devices.py", "test_resume.py", "test_model.py")
+
+
+def pytest_collection_modifyitems(items):
+    """Collect LONG_FILES first, in their order; every file keeps its own test order."""
+    items.sort(key=lambda item: LONG_FILES.index(item.path.name) if item.path.name in LONG_FILES
+               else len(LONG_FILES))
 
 
 @pytest.fixture(scope="session")
