@@ -4,7 +4,6 @@ a process of its own (the device count and the backend are fixed when the proces
 
 A file of its own so that `make test` (pytest-xdist, --dist loadfile) runs these minutes of
 processes beside test_model.py's in-process runs."""
-import csv
 import importlib.util
 import os
 import socket
@@ -13,11 +12,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, read_log
 
 import model as M
 import network as N
-
 
 # 2 epochs x 3 steps, no augmentation: one device and several see the same batches
 DEVICE_RUN = ["--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "4", "--size", "64", "--width", "0.25",
@@ -27,8 +25,7 @@ NO_JAX = importlib.util.find_spec("jax") is None
 
 def losses(out):
     """The loss column of a run's log.csv."""
-    with open(out / "log.csv") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
+    return [float(r["loss"]) for r in read_log(out)]
 
 
 def test_mirrored_two_devices_matches_one(tiny_data, tmp_path):

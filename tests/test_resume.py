@@ -25,6 +25,7 @@ import network as N
 
 SMALL = dict(n_joints=13, size=64, width=0.25)
 
+
 @pytest.fixture(scope="module")
 def two_epoch_run(tiny_data, tmp_path_factory):
     """A finished 2-epoch run of small_config (backups after epoch 1 and 2) and its log rows; the
