@@ -84,7 +84,7 @@ def start_run(cfg, train_ds, val_ds, facts, backup):
         if cfg.init_weights:
             init_from(network, cfg.init_weights)
         trainer = make_trainer(network, val_ds, ARCH_CODECS[cfg.arch], cfg.loss)
-        compile_model(trainer, peak_lr(cfg), cfg.epochs * len(train_ds), cfg.lr_schedule)
+        compile_model(trainer, peak_lr(cfg), cfg.epochs * len(train_ds), cfg.lr_schedule, cfg.run_eagerly)
         prepare_out_dir(cfg, facts)
         write_split(cfg, train_ds, val_ds)
         start = backup.restore(trainer) if cfg.resume else 0
@@ -123,6 +123,8 @@ def check_inputs(cfg):
             except ValueError as err:
                 raise InputError(f"--init-weights {err}") from None
         backend.check_distribute(cfg.distribute)
+        if cfg.run_eagerly and cfg.distribute != "none":
+            raise InputError(f"--run-eagerly is for one device; drop it or --distribute {cfg.distribute}")
     except (FileNotFoundError, ValueError) as err:
         raise InputError(str(err)) from None
 

@@ -87,6 +87,9 @@ class TrainConfig:
                                   "others, e.g. --epochs to train longer, may change. With no backup yet (killed "
                                   "in its first epoch) it starts at epoch 0, with a note")
     mixed_precision: bool = setting(False, "float16 (GPU) / bfloat16 (CPU) compute")
+    run_eagerly: bool = setting(False, "debugging: run each training step op by op in Python (Keras' run_eagerly), "
+                                       "so a breakpoint or print in the step works; no graph is traced, so a run of "
+                                       "a few steps starts sooner, but every step is slower (not with --distribute)")
     distribute: str = setting("none", "mirrored: all GPUs of this machine (tf.distribute, or DataParallel on JAX); "
                                       "multiworker: several machines, JAX backend only, every process started with "
                                       "KERAS_DISTRIBUTION_JOB_ADDRESSES/_NUM_PROCESSES/_PROCESS_ID (see README)",

@@ -160,11 +160,13 @@ def learning_rate(peak: float, total_steps: int, kind: str = "cosine"):
                                                   warmup_target=peak, warmup_steps=warmup)
 
 
-def compile_model(trainer, lr: float, total_steps: int = 0, kind: str = "cosine"):
+def compile_model(trainer, lr: float, total_steps: int = 0, kind: str = "cosine", run_eagerly: bool = False):
     """Adam with learning_rate(lr, total_steps, kind) (constant lr if total_steps is 0);
-    the loss is the trainer's own. The optimizer's slots are made here: made inside the first
-    traced train step instead, they make TensorFlow trace that step twice (half of a short run)."""
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate(lr, total_steps, kind if total_steps else "constant")))
+    the loss is the trainer's own; run_eagerly: no traced graph (debugging, short runs). The
+    optimizer's slots are made here: made inside the first traced train step instead, they make
+    TensorFlow trace that step twice (half of a short run)."""
+    schedule = learning_rate(lr, total_steps, kind if total_steps else "constant")
+    trainer.compile(optimizer=keras.optimizers.Adam(schedule), run_eagerly=run_eagerly)
     trainer.optimizer.build(trainer.trainable_variables)
     return trainer
 

@@ -68,6 +68,8 @@ CASES = [
          r"--init-weights .*wide\.keras has another architecture than --arch/--width/--depth/--size"),
     Case("init-weights is text", MD, RUN + ["--init-weights", "{notes_keras}"], 1,
          r"--init-weights .*notes\.keras is not a figure-pose model"),
+    Case("run-eagerly with distribute", MD, RUN + ["--run-eagerly", "--distribute", "mirrored"], 1,
+         r"--run-eagerly is for one device; drop it or --distribute mirrored"),
     # --out
     Case("out is a file", MD, ["--data", "{data}", *TINY, "--out", "{a_file}"], 1, r"--out .*a_file is a file", ()),
     Case("out under a file", MD, ["--data", "{data}", *TINY, "--out", "{a_file}/run"], 1,
@@ -113,7 +115,7 @@ def build_inputs(tmp):
     N.build_model("simple", n_joints=13, size=64, width=0.5).save(paths["wide_keras"])
     paths["run"] = tmp / "run"
     M.train(TrainConfig(data=str(paths["data"]), out=str(paths["run"]), epochs=1, batch_size=4, size=64, width=0.25,
-                        seed=1, steps_per_epoch=2, verbose=0))
+                        seed=1, steps_per_epoch=2, verbose=0, run_eagerly=True))
     run_files = files_of(paths["run"])
     return {**{k: str(v) for k, v in paths.items()}, "run_files": run_files}
 
