@@ -59,7 +59,8 @@ def test_a_run_that_does_not_learn_says_so(tiny_data, tmp_path, capsys):
     """A learning rate of ~0 never leaves the untrained maps: one warning line a quarter of the way
     (after epoch 1 of 4), and the summary line gives val PCK@0.2 beside the baseline."""
     M.main(["--data", tiny_data, "--out", str(tmp_path / "run"), "--epochs", "4", "--steps-per-epoch", "2",
-            "--batch-size", "4", "--size", "64", "--width", "0.25", "--lr", "1e-12", "--seed", "1", "--quiet"])
+            "--batch-size", "4", "--size", "64", "--width", "0.25", "--lr", "1e-12", "--seed", "1", "--run-eagerly",
+            "--quiet"])
     lines = capsys.readouterr().out.splitlines()
     warnings = [line for line in lines if line.startswith("warning: not learning yet: val PCK@0.2")]
     assert len(warnings) == 1 and "after 1 of 4 epochs" in warnings[0]

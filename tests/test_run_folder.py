@@ -18,7 +18,7 @@ def one_epoch_run(tmp_path_factory):
     data = str(write_figures(tmp_path_factory.mktemp("data") / "coco.npy", n=20, size=64))
     out = tmp_path_factory.mktemp("runs") / "held_out"
     M.main(["--data", data, "--out", str(out), "--size", "64", "--epochs", "1", "--batch-size", "4", "--width", "0.25",
-            "--steps-per-epoch", "1", "--seed", "2", "--quiet"])
+            "--steps-per-epoch", "1", "--seed", "2", "--run-eagerly", "--quiet"])
     return data, out
 
 
