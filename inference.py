@@ -245,7 +245,7 @@ def export_model(model, kind, out_dir):
     with os_errors_as_input(f"create --out {out_dir}"):
         os.makedirs(out_dir, exist_ok=True)
     main = keras.Model(model.inputs[0], model.outputs[0], name="figure_pose_export")
-    size, m = int(model.inputs[0].shape[1]), int(model.outputs[0].shape[1])
+    size = int(model.inputs[0].shape[1])
     path = os.path.join(out_dir, "saved_model" if kind == "saved_model" else "model.tflite")
     partial = path + ".partial"
     with os_errors_as_input(f"write the export {path}"):
@@ -255,14 +255,20 @@ def export_model(model, kind, out_dir):
         if os.path.isdir(path):                                # a folder cannot be renamed over a full one
             remove_path(path)
         os.replace(partial, path)
-    info = {"format": kind, "path": os.path.basename(path), "input_size": size, "map_size": m,
+    with os_errors_as_input(f"write {os.path.join(out_dir, EXPORT_JSON)}"):
+        write_json(os.path.join(out_dir, EXPORT_JSON), export_info(model, kind, os.path.basename(path)))
+    return path
+
+
+def export_info(model, kind, name):
+    """export.json of `model` exported as `kind` to file or folder `name`: the input and map sizes,
+    the joint names and the model's codec (stride, sigma), with how to feed and decode it."""
+    size, m = int(model.inputs[0].shape[1]), int(model.outputs[0].shape[1])
+    return {"format": kind, "path": name, "input_size": size, "map_size": m,
             "joint_names": list(joint_names(int(model.outputs[0].shape[-1]))), **codec_of_model(size, m).to_json(),
             "input": "float32 (1, S, S, 3) RGB canvas / 127.5 - 1 (network.preprocess_images)",
             "output": "float32 (1, M, M, J) tanh; maps = clip((out + 1) / 2, 0, 1); "
                       "decode with confidence_maps.ConfidenceMapCodec(stride, sigma_px).decode(maps)"}
-    with os_errors_as_input(f"write {os.path.join(out_dir, EXPORT_JSON)}"):
-        write_json(os.path.join(out_dir, EXPORT_JSON), info)
-    return path
 
 
 def write_export_file(main, kind, size, path):

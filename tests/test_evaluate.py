@@ -211,10 +211,12 @@ def test_export_gives_the_same_keypoints(kind, tiny_model, exports, synthetic):
     import cv2
 
     from figures import canvas_image, open_figures
-    from inference import decode, exported_predictor, import_network, load_model_checked
+    from inference import decode, export_info, exported_predictor, import_network, load_model_checked
     network = import_network()
     model, _ = load_model_checked(str(tiny_model))
-    assert json.loads((exports[kind] / "export.json").read_text())["input_size"] == 96
+    assert export_info(model, kind, "x")["input_size"] == 96
+    name = "model.tflite" if kind == "tflite" else "saved_model"
+    assert json.loads((exports[kind] / "export.json").read_text()) == export_info(model, kind, name)
     figures = open_figures(str(synthetic[1]))
     canvases = np.stack([cv2.resize(canvas_image(r), (96, 96), interpolation=cv2.INTER_AREA) for r in figures[:6]])
     reference = decode(network.predict_maps(model, canvases), 96, 96, "dark")
@@ -224,14 +226,13 @@ def test_export_gives_the_same_keypoints(kind, tiny_model, exports, synthetic):
 
 
 @pytest.mark.parametrize("arch, stride, sigma_map_px", [("simple", 4, 2), ("original", 1, 8)])
-def test_export_json_records_the_codec_of_each_architecture(arch, stride, sigma_map_px, tmp_path):
+def test_export_json_records_the_codec_of_each_architecture(arch, stride, sigma_map_px):
     """export.json's stride and sigma are those the architecture trains with: sigma 8 input px,
-    2 map px at stride 4 (simple), 8 map px at stride 1 (original)."""
+    2 map px at stride 4 (simple), 8 map px at stride 1 (original). (export_model writes
+    export_info: test_export_gives_the_same_keypoints reads it back from real exports.)"""
     from confidence_maps import ARCH_CODECS
-    from inference import export_model, import_network
-    model = import_network().build_model(arch, size=64, width=0.25)
-    export_model(model, "saved_model", str(tmp_path))
-    info = json.loads((tmp_path / "export.json").read_text())
+    from inference import export_info, import_network
+    info = export_info(import_network().build_model(arch, size=64, width=0.25), "saved_model", "saved_model")
     assert (info["input_size"], info["map_size"]) == (64, 64 // stride)
     assert (info["stride"], info["sigma_px"], info["sigma_map_px"]) == (stride, 8, sigma_map_px)
     assert ARCH_CODECS[arch].to_json() == {k: info[k] for k in ("stride", "sigma_px", "sigma_map_px")}
