@@ -4,6 +4,7 @@ The coco.npy fixtures run coco_process.main in this process (`process_coco`): a 
 would pay the interpreter and import start-up again for nothing a test looks at.
 """
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,16 @@ SHARED_SAMPLE = REPO.parent / "shared" / "data" / "coco-sample"
 # --no-loadscope-reorder) hands whole files to its workers in collection order, so these
 # start first and no long file is left to run alone at the end.
 LONG_FILES = ("test_end_to_end.py", "test_devices.py", "test_resume.py", "test_model.py")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test`: one worker per core) every worker, and the scripts it
+    starts, computes with one TensorFlow thread: a worker per core with the default thread pools
+    oversubscribes the cores (two runs side by side on 2 cores: 185 -> 146 ms a step, 17 % fewer
+    CPU-seconds). A value the environment already sets is kept."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+            os.environ.setdefault(name, "1")
 
 
 def pytest_collection_modifyitems(items):
