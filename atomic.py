@@ -28,6 +28,12 @@ def write_json(path, obj, indent=2, sync=False):
     write_atomic(path, json.dumps(obj, indent=indent), sync)
 
 
+def copy_atomic(src, dst):
+    """Copy the file `src` to `dst` via `<dst>.partial` and a rename; OSError on failure."""
+    shutil.copyfile(src, dst + ".partial")
+    os.replace(dst + ".partial", dst)
+
+
 def remove_path(path):
     """Remove a file or folder if it is there (the leftover of a killed run)."""
     if os.path.isdir(path) and not os.path.islink(path):
