@@ -42,6 +42,39 @@ class DepthToSpace(layers.Layer):
         return {**super().get_config(), "block_size": self.block_size}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BatchNorm(layers.BatchNormalization):
+    """keras BatchNormalization that runs TensorFlow's fused kernel (FusedBatchNormV3: one op
+    instead of about ten) on the TensorFlow backend for (B, H, W, C) inputs; elsewhere (JAX,
+    masks, renorm, other ranks) keras' own code. Same maths, variables and moving-statistics
+    update (keras' momentum rule with the biased batch variance), so .keras files and backups
+    are interchangeable. Measured: a training step of the default 128-px, width-0.5 network on
+    one CPU thread 102-119 -> 81 ms (benchmarks/bench_train.py; a GPU also has a fused kernel)."""
+
+    def call(self, inputs, training=None, mask=None):
+        if (keras.backend.backend() != "tensorflow" or mask is not None or self.renorm or self.synchronized
+                or len(inputs.shape) != 4 or self.axis not in (-1, 3) or not (self.scale and self.center)):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf  # the TensorFlow backend is running, so this is loaded already
+        x = ops.cast(inputs, "float32")  # keras' rule: statistics in float32 also under mixed precision
+        gamma, beta = ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
+        if training and self.trainable:
+            y, mean, corrected_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=gamma, offset=beta, mean=tf.zeros_like(gamma), variance=tf.ones_like(gamma),
+                epsilon=self.epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+            n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), "float32")  # values per channel
+            variance = corrected_variance * (n - 1.0) / n  # the kernel returns the unbiased variance
+            momentum = self.momentum
+            self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+            self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
+        else:
+            y = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=gamma, offset=beta, mean=ops.cast(self.moving_mean, "float32"),
+                variance=ops.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+                data_format="NHWC", is_training=False)[0]
+        return ops.cast(y, self.compute_dtype)
+
+
 def make_divisible(value: float, divisor: int = 8, min_value: int = 16) -> int:
     """timm's rule: `value` rounded to a multiple of `divisor`, at least `min_value`, never
     more than 10 % below `value` (channel counts of a --width multiplied network)."""
@@ -56,7 +89,7 @@ def conv(x, filters: int, kernel: int, stride: int = 1, name: str = "conv"):
 
 def norm_act_conv(x, filters: int, kernel: int, stride: int = 1, name: str = "unit"):
     """The pre-activation unit: BatchNorm -> LeakyReLU(0.2) -> conv; (B, H, W, C) -> (B, H/s, W/s, filters)."""
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    x = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
     x = layers.LeakyReLU(negative_slope=0.2, name=f"{name}_act")(x)
     return conv(x, filters, kernel, stride, name=f"{name}_conv")
 
@@ -75,7 +108,7 @@ def bottleneck(x, a: int, b: int, c: int, mode: str = "same", dropout: float = 0
     """
     y = norm_act_conv(x, a, 1, name=f"{name}_1")
     if mode == "up":
-        y = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_2_bn")(y)
+        y = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"{name}_2_bn")(y)
         y = subpixel_conv(layers.LeakyReLU(negative_slope=0.2, name=f"{name}_2_act")(y), b, 3, f"{name}_2")
     else:
         y = norm_act_conv(y, b, 3, stride=2 if mode == "down" else 1, name=f"{name}_2")

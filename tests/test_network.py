@@ -26,6 +26,33 @@ def test_count_flops_of_a_hand_checkable_model():
     assert N.count_flops(keras.Model(inputs, outputs)) == 2 * 8 * 8 * 3 * 3 * 3 * 4 + 2 * 4 * 4 * 4 * 2 + 2 * 32 * 5
 
 
+def test_fused_batch_norm_is_keras_batch_normalization():
+    """network.BatchNorm (TensorFlow's fused kernel) gives keras BatchNormalization's outputs, moving
+    statistics (momentum 0.9, biased batch variance) and gradients, in training and inference."""
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 8, 8, 5)).astype("float32"))
+    layers = [keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5), N.BatchNorm(momentum=0.9, epsilon=1e-5)]
+    for layer in layers:
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 1.5, 5).astype("float32"))
+        layer.beta.assign(np.linspace(-1, 1, 5).astype("float32"))
+    results = []
+    for layer in layers:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y ** 3)
+        grads = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+        layer(x, training=True)  # a second step: the moving statistics follow the momentum rule
+        results.append([y, *grads, layer.moving_mean, layer.moving_variance, layer(x, training=False)])
+    assert float(tf.math.reduce_std(results[0][0])) > 0.5  # a real normalisation, not a pass-through
+    graph = tf.function(lambda x: layers[1](x, training=True)).get_concrete_function(x).graph
+    assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}  # the fused kernel, not keras' ops
+    for keras_value, fused_value in zip(*results):
+        np.testing.assert_allclose(np.asarray(fused_value), np.asarray(keras_value), rtol=1e-4, atol=1e-4)
+
+
 def conv_flops(out_side, kernel, c_in, c_out):
     """FLOPs of a square convolution with an out_side x out_side output."""
     return 2 * out_side * out_side * kernel * kernel * c_in * c_out
