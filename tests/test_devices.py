@@ -1,10 +1,12 @@
 """model.py on several devices: tf.distribute mirrored on 2 logical CPUs, and the JAX backend on one
-device, DataParallel on 2 host devices and two processes of --distribute multiworker. Each run is
-a process of its own (the device count and the backend are fixed when the process starts).
+device, DataParallel on 2 host devices and two processes of --distribute multiworker. The runs
+are processes of their own (the device count and the backend are fixed when a process starts);
+the one-device and the DataParallel JAX runs share one.
 
 A file of its own so that `make test` (pytest-xdist, --dist loadfile) runs these minutes of
 processes beside test_model.py's in-process runs."""
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -39,13 +41,20 @@ def test_mirrored_two_devices_matches_one(tiny_data, tmp_path):
     np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=0.05)
 
 
-def run_jax(tiny_data, out, *extra, xla_flags="", **env):
-    """model.py on the JAX backend in a process of its own (the backend is chosen at start). XLA
-    compiles without LLVM's optimisations: a run of 6 steps is mostly its compile (60 -> 42 s)."""
-    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS=f"--xla_backend_optimization_level=0 {xla_flags}", **env)
-    return subprocess.Popen([sys.executable, str(REPO / "model.py"), "--data", tiny_data, *DEVICE_RUN,
-                             "--out", str(out), *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
+def run_jax(tiny_data, runs, xla_flags="", **env):
+    """model.py's main on the JAX backend in a process of its own (the backend is chosen at start),
+    once per (out folder, extra flags) of `runs`, one after the other: a later run reuses the
+    imports and the compiled programs of the earlier ones. XLA compiles without LLVM's
+    optimisations (a run of 6 steps is mostly its compile: 60 -> 42 s) and computes on one thread,
+    as the TensorFlow runs of a pytest-xdist worker do (conftest.py): jax_runs with a process per
+    run, alone, 218 -> 195 CPU-seconds."""
+    env = dict(os.environ, KERAS_BACKEND="jax", **env,
+               XLA_FLAGS=f"--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eigen=false "
+                         f"intra_op_parallelism_threads=1 {xla_flags}")
+    argvs = [["--data", tiny_data, *DEVICE_RUN, "--out", str(out), *extra] for out, extra in runs]
+    return subprocess.Popen([sys.executable, "-c", "import json, sys, model\nfor argv in json.loads(sys.argv[1]): "
+                             "model.main(argv)", json.dumps(argvs)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def finished(process):
@@ -55,24 +64,25 @@ def finished(process):
 
 @pytest.fixture(scope="module")
 def jax_runs(tiny_data, tmp_path_factory):
-    """The DEVICE_RUN on the JAX backend three ways: one device, then DataParallel on 2 host
-    devices and two processes of --distribute multiworker (gloo on CPU) started together.
+    """The DEVICE_RUN on the JAX backend three ways: one device, then DataParallel on 2 host devices
+    (the same process: the one-device run uses one of its two devices), then two processes of
+    --distribute multiworker (gloo on CPU) started together.
     Half of a run is compiling the ~530 small XLA programs of its eager ops (variable
-    initialisers, metrics, pictures), the same in every run: the one-device run fills a
-    persistent compilation cache that the other three reuse (50 -> 25 s a run alone).
-    Returns the runs' folder."""
+    initialisers, metrics, pictures), the same in every run: the first process fills a
+    persistent compilation cache that the multiworker processes reuse (50 -> 25 s a run alone).
+    `pytest tests/test_devices.py -k jax` alone: 132 s and 218 CPU-seconds with a process per run
+    and XLA's thread pool, 123 s and 177 CPU-seconds like this. Returns the runs' folder."""
     runs = tmp_path_factory.mktemp("jax")
     cache = {"JAX_COMPILATION_CACHE_DIR": str(runs / "xla_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    finished(run_jax(tiny_data, runs / "one", **cache))
+    finished(run_jax(tiny_data, [(runs / "one", []), (runs / "parallel", ["--distribute", "mirrored"])],
+                     xla_flags="--xla_force_host_platform_device_count=2", **cache))
     with socket.socket() as s:  # a free port for the coordinator
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    processes = [run_jax(tiny_data, runs / "parallel", "--distribute", "mirrored",
-                         xla_flags="--xla_force_host_platform_device_count=2", **cache)]
-    processes += [run_jax(tiny_data, runs / "two", "--distribute", "multiworker",
-                          KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port}", KERAS_DISTRIBUTION_NUM_PROCESSES="2",
-                          KERAS_DISTRIBUTION_PROCESS_ID=str(i), **cache) for i in range(2)]
+    processes = [run_jax(tiny_data, [(runs / "two", ["--distribute", "multiworker"])],
+                         KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port}", KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                         KERAS_DISTRIBUTION_PROCESS_ID=str(i), **cache) for i in range(2)]
     for process in processes:
         finished(process)
     return runs
