@@ -46,9 +46,9 @@ class DepthToSpace(layers.Layer):
 class BatchNorm(layers.BatchNormalization):
     """keras BatchNormalization that runs TensorFlow's fused kernel (FusedBatchNormV3: one op
     instead of about ten) on the TensorFlow backend for (B, H, W, C) inputs; elsewhere (JAX,
-    masks, renorm, other ranks) keras' own code. Same maths, variables and moving-statistics
-    update (keras' momentum rule with the biased batch variance), so .keras files and backups
-    are interchangeable. Training 1.2-1.5x faster on 2 CPU cores (benchmarks/bench_train.py: the
+    masks, renorm, synchronized, other ranks) keras' own code. Same maths, variables and
+    moving-statistics update (keras' momentum rule with the biased batch variance), so weights,
+    backups and --init-weights are interchangeable, and older .keras files load as before. Training 1.2-1.5x faster on 2 CPU cores (benchmarks/bench_train.py: the
     320-px simple network at batch 8, 14.7 -> 18.0 figures/s; README); GPUs have the kernel too."""
 
     def call(self, inputs, training=None, mask=None):
