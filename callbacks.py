@@ -239,9 +239,15 @@ class Backup(keras.callbacks.Callback):
 
 
 def tensorboard(log_dir):
-    """[TensorBoard callback] if the tensorboard package is installed, else [] with a note."""
-    if importlib.util.find_spec("tensorboard") is None:
-        print("note: tensorboard is not installed; no tb/ logs (pip install tensorboard)", flush=True)
+    """[TensorBoard callback] if it can write here, else [] with a note.
+
+    Keras' callback writes through `tensorflow.summary` on every backend, so a JAX-only
+    environment with the tensorboard package (a GPU box without TensorFlow) gets the note too.
+    """
+    missing = [name for name in ("tensorboard", "tensorflow") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"note: {' and '.join(missing)} not installed; no tb/ logs (Keras' TensorBoard callback "
+              "writes through tensorflow.summary)", flush=True)
         return []
     return [keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0)]
 

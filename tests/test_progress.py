@@ -53,3 +53,17 @@ def test_coco_process_progress_in_a_log_file(synthetic_coco, tmp_path):
     assert "\r" not in result.stderr
     (last,) = [line for line in result.stderr.splitlines() if line.startswith("images: ")][-1:]
     assert re.fullmatch(r"images: (\d+)/\1 img \(100 %\), \d+ s, figures \d+", last), last
+
+
+def test_tensorboard_logs_only_where_tensorflow_can_write_them(monkeypatch, capsys, tmp_path):
+    """A JAX GPU box may have the tensorboard package but no TensorFlow, whose summary writer
+    Keras' callback needs: the run goes on without tb/ and says why, instead of failing at epoch 1."""
+    import importlib.util
+
+    import callbacks
+    real_find_spec = importlib.util.find_spec
+    assert [type(c).__name__ for c in callbacks.tensorboard(str(tmp_path / "tb"))] == ["TensorBoard"]
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a))
+    assert callbacks.tensorboard(str(tmp_path / "tb")) == []
+    assert "note: tensorflow not installed; no tb/ logs" in capsys.readouterr().out
