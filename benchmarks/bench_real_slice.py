@@ -19,6 +19,7 @@ Arguments after `--` go to model.py unchanged. --reuse scores folds trained befo
 (e.g. with --coco-root) without training them.
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -154,18 +155,28 @@ def main():
     p.add_argument("--split", default="train2017", help="COCO split of --data (with --coco-root)")
     p.add_argument("--max-folds", type=int, default=0,
                    help="run only the first N of the --folds folds (0: all); a quicker, noisier estimate")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="folds trained and scored at once (each its own model.py process); more than 1 "
+                        "only where cores and accelerator memory allow, e.g. on a GPU box with "
+                        "XLA_PYTHON_CLIENT_PREALLOCATE=false on the JAX backend")
     p.add_argument("--reuse", action="store_true",
                    help="do not train a fold whose run/CHECKPOINT exists; score it again")
     p.add_argument("model_args", nargs="*", help="after --: arguments for model.py")
     args = p.parse_args()
     figures = open_figures(args.data)
     sidecar = read_sidecar(args.data)
-    start, rows = time.time(), []
-    folds = image_folds(figures["image_id"], args.folds, args.seed)
-    for fold, val_images in enumerate(folds[:args.max_folds or None]):
-        rows.append(run_fold(args, figures, sidecar, val_images, fold))
-        print(f"fold {fold}: PCK@0.2 {rows[-1]['pck@0.2']:.3f} vs mean pose "
-              f"{rows[-1]['baseline']['pck@0.2']:.3f} ({time.time() - start:.0f} s)", flush=True)
+    start = time.time()
+    folds = image_folds(figures["image_id"], args.folds, args.seed)[:args.max_folds or None]
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        running = {pool.submit(run_fold, args, figures, sidecar, val_images, fold): fold
+                   for fold, val_images in enumerate(folds)}
+        done = {}
+        for future in concurrent.futures.as_completed(running):
+            fold, row = running[future], future.result()
+            done[fold] = row
+            print(f"fold {fold}: PCK@0.2 {row['pck@0.2']:.3f} vs mean pose "
+                  f"{row['baseline']['pck@0.2']:.3f} ({time.time() - start:.0f} s)", flush=True)
+    rows = [done[fold] for fold in sorted(done)]
     ap = pooled_ap(rows, args, figure_joint_names(figures))
     summary = report(rows, time.time() - start, ap[0])
     summary["decoding"] = decoding_table(rows)

@@ -5,9 +5,9 @@
         --original-batches --input new old --mixed-precision --steps 50   # on a GPU
 
 Each (arch, batch, input) runs in its own process (so peak RSS is its own): build and
-compile, `--warmup` untimed steps (tracing), then `--steps` timed steps, each one batch
-taken from the loader (Keras' PyDataset enqueuer, as model.fit uses it) and one
-`train_on_batch`. `--input new` is model.py's path (the host reads uint8 crops, the device
+compile, `--warmup` steps (tracing and compiling: their time is reported as warm-up s), then
+`--steps` timed steps, each one batch taken from the loader (Keras' PyDataset enqueuer, as
+model.fit uses it) and one `train_on_batch`. `--input new` is model.py's path (the host reads uint8 crops, the device
 augments, renders maps and computes the loss: training.FigureTrainer); `--input old` the
 previous one (the host warps, renders maps and sends float32 images and targets). Prints
 params, GFLOPs per figure, figures/s, the fraction of step time spent waiting for input,
@@ -86,9 +86,13 @@ def measure(arch, size, batch, steps, warmup, width, data, input_path, workers, 
     import backend
     import network as N
     keras.mixed_precision.set_dtype_policy(backend.dtype_policy(mixed))
+    setup = time.perf_counter()
     network, batches, step, validate = make_step(arch, size, width, batch, data, input_path, workers)
+    setup = time.perf_counter() - setup  # building the network and (new input) the trainer
+    first_step = time.perf_counter()
     for _ in range(warmup):
         step(next(batches))
+    first_step = time.perf_counter() - first_step  # mostly tracing and compiling the step
     waited, start = 0.0, time.perf_counter()
     for _ in range(steps):
         t = time.perf_counter()
@@ -106,6 +110,7 @@ def measure(arch, size, batch, steps, warmup, width, data, input_path, workers, 
     return dict(arch=arch, batch=batch, input=input_path, mixed_precision=mixed,
                 backend=keras.backend.backend(), params_m=network.count_params() / 1e6,
                 gflops=N.count_flops(network) / 1e9, figures_per_s=batch * steps / seconds,
+                setup_seconds=setup, warmup_seconds=first_step,
                 validation_figures_per_s=validation_per_s,
                 input_wait=waited / seconds,
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -130,10 +135,10 @@ def report(rows, size):
     print(f"\ntraining throughput at {size}x{size}, {rows[0]['backend'] if rows else '?'} backend, "
           f"{os.cpu_count()} CPU cores")
     print(f"{'arch':9} {'input':5} {'batch':>5} {'params M':>9} {'GFLOPs':>7} {'fig/s':>8} {'input wait':>10} "
-          f"{'peak RSS MB':>12}")
+          f"{'warm-up s':>9} {'peak RSS MB':>12}")
     for r in rows:
         print(f"{r['arch']:9} {r['input']:5} {r['batch']:5d} {r['params_m']:9.2f} {r['gflops']:7.2f} "
-              f"{r['figures_per_s']:8.1f} {r['input_wait']:10.1%} {r['peak_rss_mb']:12.0f}")
+              f"{r['figures_per_s']:8.1f} {r['input_wait']:10.1%} {r['warmup_seconds']:9.1f} {r['peak_rss_mb']:12.0f}")
     best = {}
     for r in rows:
         key = (r["arch"], r["input"])
@@ -158,7 +163,7 @@ def main():
     p.add_argument("--data", help="a coco.npy (default: random figures in a temporary file)")
     p.add_argument("--size", type=int, default=320, help="input size of the networks")
     p.add_argument("--steps", type=int, default=3, help="timed train steps per configuration")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (tracing)")
+    p.add_argument("--warmup", type=int, default=1, help="steps before the timed ones (tracing and compiling; timed apart)")
     p.add_argument("--width", type=float, default=1.0, help="--width of the networks")
     p.add_argument("--simple-batches", type=int, nargs="*", default=[8, 16, 32], help="batches for simple")
     p.add_argument("--original-batches", type=int, nargs="*", default=[8], help="batches for original")

@@ -20,10 +20,10 @@ STEPS=${STEPS:-30}            # timed steps per configuration
 BATCHES=${BATCHES:-"64 256"}
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 mkdir -p "$WORK" "$(dirname "$LOG")"
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && [ ! -d /tmp/site/keras ]; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
+[ -d /tmp/site ] && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 {
     echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
     $PY -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"
