@@ -128,3 +128,24 @@ def test_load_rejects_foreign_files(tmp_path):
     keras.Model(inp, keras.layers.Dense(2)(inp)).save(str(other))
     with pytest.raises(ValueError, match="is not a figure-pose model"):
         N.load_trained_model(str(other))
+
+
+def test_host_glorot_uniform_is_keras_glorot_uniform_and_follows_the_seed():
+    """The kernels drawn by NumPy have Keras' default distribution (uniform in +-sqrt(6 / (fan_in
+    + fan_out)), fans times kh * kw), are float32, and repeat under keras.utils.set_random_seed."""
+    shape = (3, 3, 32, 64)
+    limit = np.sqrt(6.0 / (9 * 32 + 9 * 64))
+    keras.utils.set_random_seed(7)
+    ours = N.HostGlorotUniform()(shape, dtype="float32")
+    keras.utils.set_random_seed(7)
+    again = N.HostGlorotUniform()(shape, dtype="float32")
+    theirs = keras.ops.convert_to_numpy(keras.initializers.GlorotUniform(seed=1)(shape))
+    assert ours.dtype == np.float32 and ours.shape == shape
+    np.testing.assert_array_equal(ours, again)
+    for kernel in (ours, theirs):
+        assert np.abs(kernel).max() <= limit
+        assert np.abs(kernel).max() > 0.99 * limit                     # the whole range is used
+        assert abs(kernel.std() - limit / np.sqrt(3)) < 0.02 * limit   # a uniform's std
+    model = N.build_model("simple", 13, 64, 0.5)
+    kernels = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert kernels and all(isinstance(k.kernel_initializer, N.HostGlorotUniform) for k in kernels)
