@@ -72,12 +72,17 @@ def time_of_day(seconds_from_now):
 
 class EpochPictures(keras.callbacks.Callback):
     """Every epoch: the original's pictures of a fixed validation batch, and the mean-pose
-    baseline into the logs (so log.csv and curves.png show it beside val PCK)."""
+    baseline into the logs (so log.csv and curves.png show it beside val PCK).
+
+    The batch is not augmented, so its input and target maps are made once; each epoch only
+    predicts, through the network's compiled predict step: an eager call runs op by op, and
+    on JAX compiles every op on its own (6.5 s for the first call on a CPU, 1.3 s this way).
+    """
 
     def __init__(self, batch, out_dir, baseline):
         super().__init__()
         self.batch, self.out_dir, self.baseline = batch, out_dir, baseline
-        self.replica = None
+        self.replica, self.inputs = None, None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -85,10 +90,12 @@ class EpochPictures(keras.callbacks.Callback):
         trainer, network = self.model, self.model.network
         if backend.multi_process():
             network = self.replica = backend.local_replica(network, self.replica)
-        images, keypoints = trainer.augment(self.batch)
-        images_uint8 = np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-        gt01, _ = trainer.codec.encode(np.asarray(keypoints), trainer.augment.size)
-        pred01 = trainer.codec.from_tanh(network(images, training=False)[0])
+        if self.inputs is None:
+            images, keypoints = (np.asarray(a) for a in trainer.augment(self.batch))   # (B, S, S, 3), (B, J, 3)
+            images_uint8 = np.clip((images + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+            self.inputs = images, images_uint8, trainer.codec.encode(keypoints, trainer.augment.size)[0]
+        images, images_uint8, gt01 = self.inputs
+        pred01 = trainer.codec.from_tanh(network.predict_on_batch(images)[0])    # (B, M, M, J)
         write_eval_pngs(os.path.join(self.out_dir, "eval"), epoch, images_uint8, gt01, pred01)
 
 
