@@ -67,9 +67,10 @@ def jax_runs(tiny_data, tmp_path_factory):
     """The DEVICE_RUN on the JAX backend three ways: one device, then DataParallel on 2 host devices
     (the same process: the one-device run uses one of its two devices), then two processes of
     --distribute multiworker (gloo on CPU) started together.
-    Half of a run is compiling the ~530 small XLA programs of its eager ops (variable
-    initialisers, metrics, pictures), the same in every run: the first process fills a
-    persistent compilation cache that the multiworker processes reuse (50 -> 25 s a run alone).
+    A run compiles ~160 XLA programs (the train, test and predict steps, and small eager ops:
+    optimizer slots, metrics), the same in every run: the first process fills a persistent
+    compilation cache that the multiworker processes reuse (50 -> 25 s a run alone, when a run
+    compiled ~530 with Keras' own initialisers and eager pictures).
     `pytest tests/test_devices.py -k jax` alone: 132 s and 218 CPU-seconds with a process per run
     and XLA's thread pool, 123 s and 177 CPU-seconds like this. Returns the runs' folder."""
     runs = tmp_path_factory.mktemp("jax")
