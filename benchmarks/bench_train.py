@@ -7,8 +7,9 @@
 Each (arch, batch, input) runs in its own process (so peak RSS is its own): build and
 compile, `--warmup` steps (tracing and compiling: their time is reported as warm-up s), then
 `--steps` timed steps, each one batch taken from the loader (Keras' PyDataset enqueuer, as
-model.fit uses it) and one `train_on_batch`. `--input new` is model.py's path (the host reads uint8 crops, the device
-augments, renders maps and computes the loss: training.FigureTrainer); `--input old` the
+model.fit uses it) and one `train_on_batch`. `--input new` is model.py's path (the host
+reads uint8 crops, the device augments, renders maps and computes the loss:
+training.FigureTrainer); `--input old` the
 previous one (the host warps, renders maps and sends float32 images and targets). Prints
 params, GFLOPs per figure, figures/s, the fraction of step time spent waiting for input,
 and peak RSS. Without --data, random figures are written to a temporary coco.npy.
@@ -138,7 +139,8 @@ def report(rows, size):
           f"{'warm-up s':>9} {'peak RSS MB':>12}")
     for r in rows:
         print(f"{r['arch']:9} {r['input']:5} {r['batch']:5d} {r['params_m']:9.2f} {r['gflops']:7.2f} "
-              f"{r['figures_per_s']:8.1f} {r['input_wait']:10.1%} {r['warmup_seconds']:9.1f} {r['peak_rss_mb']:12.0f}")
+              f"{r['figures_per_s']:8.1f} {r['input_wait']:10.1%} {r['warmup_seconds']:9.1f} "
+              f"{r['peak_rss_mb']:12.0f}")
     best = {}
     for r in rows:
         key = (r["arch"], r["input"])
@@ -163,7 +165,8 @@ def main():
     p.add_argument("--data", help="a coco.npy (default: random figures in a temporary file)")
     p.add_argument("--size", type=int, default=320, help="input size of the networks")
     p.add_argument("--steps", type=int, default=3, help="timed train steps per configuration")
-    p.add_argument("--warmup", type=int, default=1, help="steps before the timed ones (tracing and compiling; timed apart)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="steps before the timed ones (tracing and compiling; timed apart)")
     p.add_argument("--width", type=float, default=1.0, help="--width of the networks")
     p.add_argument("--simple-batches", type=int, nargs="*", default=[8, 16, 32], help="batches for simple")
     p.add_argument("--original-batches", type=int, nargs="*", default=[8], help="batches for original")
