@@ -8,6 +8,9 @@
 #       RECIPES="tiny:--size 64 --epochs 2 --min-steps 10" bash benchmarks/gpu_real_slice.sh  # CPU dry run
 #
 # RECIPES: ';'-separated "name:model.py flags" (an empty flag list is model.py's defaults).
+# JOBS: folds of a recipe trained at once (default all). With fewer, the later folds start from
+# the compiled programs the first ones left in JAX's persistent cache ($WORK/jax_cache): on the
+# H100 10 processes compiling at once did not finish one epoch in 227 s (README, GPU training).
 # BUDGET: seconds after which unfinished recipes are stopped (their finished folds' metrics stay
 # in $WORK/NAME/foldK/eval/metrics.json). Needs what gpu_check.sh needs (.whl/ is installed the
 # same way). Writes ${OUT:-$WORK}/real_slice.log and real_slice.tgz (results, logs, log.csv).
@@ -18,9 +21,12 @@ WORK=${WORK:-/tmp/gpu_real_slice}
 LOG_DIR=${OUT:-$WORK}
 COCO_SAMPLE=${COCO_SAMPLE:?set COCO_SAMPLE to a COCO folder (annotations/, train2017/)}
 FOLDS=${FOLDS:-5}
+JOBS=${JOBS:-$FOLDS}
 BUDGET=${BUDGET:-300}
 RECIPES=${RECIPES:-"defaults:;size256:--size 256;size256_w1_b32:--size 256 --width 1 --batch-size 32"}
-export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false \
+    JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$WORK/jax_cache} \
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}
 mkdir -p "$WORK" "$LOG_DIR"
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && [ ! -d /tmp/site/keras ]; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -37,7 +43,7 @@ fi
         name=${recipe%%:*}; flags=${recipe#*:}; names+=("$name")
         # shellcheck disable=SC2086  # the flags are words on purpose
         timeout "$BUDGET" $PY benchmarks/bench_real_slice.py --data "$WORK/real.npy" --coco-root "$COCO_SAMPLE" \
-            --out "$WORK/$name" --folds "$FOLDS" --jobs "$FOLDS" -- $flags >"$WORK/$name.log" 2>&1 &
+            --out "$WORK/$name" --folds "$FOLDS" --jobs "$JOBS" -- $flags >"$WORK/$name.log" 2>&1 &
     done
     wait
     for name in "${names[@]}"; do
