@@ -48,8 +48,9 @@ class BatchNorm(layers.BatchNormalization):
     instead of about ten) on the TensorFlow backend for (B, H, W, C) inputs; elsewhere (JAX,
     masks, renorm, synchronized, other ranks) keras' own code. Same maths, variables and
     moving-statistics update (keras' momentum rule with the biased batch variance), so weights,
-    backups and --init-weights are interchangeable, and older .keras files load as before. Training 1.2-1.5x faster on 2 CPU cores (benchmarks/bench_train.py: the
-    320-px simple network at batch 8, 14.7 -> 18.0 figures/s; README); GPUs have the kernel too."""
+    backups and --init-weights are interchangeable, and older .keras files load as before.
+    Training 1.2-1.5x faster on 2 CPU cores (benchmarks/bench_train.py: the 320-px simple
+    network at batch 8, 14.7 -> 18.0 figures/s; README); GPUs have the kernel too."""
 
     def call(self, inputs, training=None, mask=None):
         if (keras.backend.backend() != "tensorflow" or mask is not None or self.renorm or self.synchronized
@@ -89,10 +90,10 @@ class HostGlorotUniform(keras.initializers.Initializer):
     Why: on the JAX backend Keras draws every initial kernel with a compiled program of its
     own, one per kernel shape: 13.8 s of `build_model` at 320 px on a CPU (1.3 s this way),
     and part of the 42.6 s of set-up measured on an H100. NumPy draws the same distribution
-    at once. Its global generator is seeded by
-    `keras.utils.set_random_seed` (model.py --seed), so runs stay reproducible, and both
-    backends start from the same weights. Kernel (kh, kw, in, out): limit sqrt(6 / (fan_in +
-    fan_out)) with fan_in = kh * kw * in, fan_out = kh * kw * out.
+    at once. Its global generator is seeded by `keras.utils.set_random_seed` (model.py
+    --seed), so runs stay reproducible, and both backends start from the same weights.
+    Kernel (kh, kw, in, out): limit sqrt(6 / (fan_in + fan_out)) with fan_in = kh * kw * in,
+    fan_out = kh * kw * out.
     """
 
     def __call__(self, shape, dtype=None):

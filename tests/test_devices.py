@@ -72,7 +72,8 @@ def jax_runs(tiny_data, tmp_path_factory):
     compilation cache that the multiworker processes reuse (50 -> 25 s a run alone, when a run
     compiled ~530 with Keras' own initialisers and eager pictures).
     `pytest tests/test_devices.py -k jax` alone: 132 s and 218 CPU-seconds with a process per run
-    and XLA's thread pool, 123 s and 177 CPU-seconds like this. Returns the runs' folder."""
+    and XLA's thread pool, 123 s and 177 CPU-seconds like this; another night, 164 s and 228
+    CPU-seconds, then 139 s and 194 with ~160 programs a run (291e4a0). Returns the runs' folder."""
     runs = tmp_path_factory.mktemp("jax")
     cache = {"JAX_COMPILATION_CACHE_DIR": str(runs / "xla_cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
