@@ -8,7 +8,7 @@
 #   IMAGES=40 STEPS=3 BATCHES="8" bash benchmarks/gpu_check.sh   # a quick dry run on a CPU
 #
 # Needs keras, namex, optree and pycocotools beside jax[cuda]: if a .whl/ folder is here,
-# its wheels are installed into /tmp/site first (see the device notes in README.md).
+# its wheels are installed into /tmp/site first (benchmarks/carried_wheels.sh).
 # Writes its data under ${WORK:-/tmp/gpu_check} and the log to ${OUT:-$WORK}/gpu_check.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,10 +20,7 @@ STEPS=${STEPS:-30}            # timed steps per configuration
 BATCHES=${BATCHES:-"64 256"}
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 mkdir -p "$WORK" "$(dirname "$LOG")"
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && [ ! -d /tmp/site/keras ]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-fi
-[ -d /tmp/site ] && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+source benchmarks/carried_wheels.sh
 {
     echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
     $PY -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"
