@@ -245,7 +245,9 @@ def plot_curves(csv_path, png_path):
     if not rows:
         return
     epochs = [int(r["epoch"]) + 1 for r in rows]  # log.csv counts from 0; the console's "Epoch 1/12" from 1
-    fig, (ax_loss, ax_pck) = plt.subplots(1, 2, figsize=(11, 4))
+    # fixed margins: tight_layout measured every label each epoch, 0.28 -> 0.15 s a call on a CPU
+    fig, (ax_loss, ax_pck) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw=dict(
+        left=0.07, right=0.985, bottom=0.12, top=0.92, wspace=0.2))
     for key in rows[0]:
         values = [float(r[key]) if r[key] not in ("", "nan") else np.nan for r in rows]
         if key in ("loss", "val_loss"):
@@ -258,6 +260,5 @@ def plot_curves(csv_path, png_path):
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
     save_plot(png_path, fig, dpi=80)
     plt.close(fig)
