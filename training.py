@@ -170,6 +170,7 @@ def compile_model(trainer, lr: float, total_steps: int = 0, kind: str = "cosine"
     TensorFlow trace that step twice (half of a short run)."""
     schedule = learning_rate(lr, total_steps, kind if total_steps else "constant")
     trainer.compile(optimizer=keras.optimizers.Adam(schedule), run_eagerly=run_eagerly)
+    trainer.network.run_eagerly = run_eagerly  # its predict_on_batch (the epoch pictures) too: no trace a run
     trainer.optimizer.build(trainer.trainable_variables)
     return trainer
 
