@@ -46,6 +46,7 @@ def tf_runs(tiny_data, tmp_path_factory):
 
 
 def test_mirrored_two_devices_matches_one(tf_runs):
+    """tf.distribute mirrored on 2 logical CPUs trains as one device does, and the loss falls."""
     one = losses(tf_runs / "one")
     np.testing.assert_allclose(losses(tf_runs / "two"), one, rtol=0.05)
     assert one[1] < one[0]
