@@ -9,8 +9,8 @@ compile, `--warmup` steps (tracing and compiling: their time is reported as warm
 `--steps` timed steps, each one batch taken from the loader (Keras' PyDataset enqueuer, as
 model.fit uses it) and one `train_on_batch`. `--input new` is model.py's path (the host
 reads uint8 crops, the device augments, renders maps and computes the loss:
-training.FigureTrainer); `--input old` the
-previous one (the host warps, renders maps and sends float32 images and targets). Prints
+training.FigureTrainer); `--input old` the previous one (the host warps, renders maps and
+sends float32 images and targets). Prints
 params, GFLOPs per figure, figures/s, the fraction of step time spent waiting for input,
 and peak RSS. Without --data, random figures are written to a temporary coco.npy.
 """
