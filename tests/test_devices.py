@@ -56,11 +56,10 @@ def run_jax(tiny_data, out, *flags, xla_flags="", **env):
     """model.py --data tiny_data DEVICE_RUN --out out flags on the JAX backend, a process of its own
     (the backend is chosen at start). XLA compiles without LLVM's optimisations (a run of 6 steps
     is mostly its compile: 60 -> 42 s) and computes on one thread, as the TensorFlow runs of a
-    pytest-xdist worker do (conftest.py): 218 -> 177 CPU-seconds for the runs of jax_runs when it
-    made three."""
+    pytest-xdist worker do (conftest.py). Only XLA's own --flags: a stray `intra_op_parallelism_threads=1`
+    here made every sharded run compile its train step three times (DataParallel: 46 -> 29 s)."""
     env = dict(os.environ, KERAS_BACKEND="jax", **env,
-               XLA_FLAGS=f"--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eigen=false "
-                         f"intra_op_parallelism_threads=1 {xla_flags}")
+               XLA_FLAGS=f"--xla_backend_optimization_level=0 --xla_cpu_multi_thread_eigen=false {xla_flags}")
     return subprocess.Popen([sys.executable, str(REPO / "model.py"), "--data", tiny_data, *DEVICE_RUN,
                              "--out", str(out), *flags], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
