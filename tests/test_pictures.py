@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from figures import joint_names
-from pictures import draw_crop, joint_colour, label_columns, peaks_on_grey
+from pictures import draw_crop, heat_image, joint_colour, label_columns, peaks_on_grey
 
 
 def test_peaks_on_grey_marks_each_joint_in_its_colour():
@@ -20,6 +20,17 @@ def test_peaks_on_grey_marks_each_joint_in_its_colour():
     assert tuple(out[50, 14]) != joint_colour("right_ankle")       # the ring's centre stays grey
     assert (out == joint_colour("right_ankle")).all(-1).any()
     assert tuple(out[0, 0]) == (128, 128, 128)
+
+
+def test_heat_image_is_opencvs_jet_in_rgb():
+    """The jet table gives what cv2.applyColorMap gives (converted to RGB), pixel for pixel: 0 is dark
+    blue, 1 dark red, values outside [0, 1] clip."""
+    ramp = np.linspace(-0.2, 1.2, 8 * 8, dtype=np.float32).reshape(8, 8)
+    grey = cv2.resize((np.clip(ramp, 0, 1) * 255).astype(np.uint8), (32, 32), interpolation=cv2.INTER_LINEAR)
+    expected = cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    out = heat_image(ramp, 32)
+    np.testing.assert_array_equal(out, expected)
+    assert tuple(out[0, 0]) == (0, 0, 128) and tuple(out[-1, -1]) == (128, 0, 0)
 
 
 def test_label_columns_writes_a_name_over_every_column():
