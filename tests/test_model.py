@@ -58,7 +58,7 @@ def test_help_explains_every_flag(capsys):
 def test_a_run_that_does_not_learn_says_so(tiny_data, tmp_path, capsys):
     """A learning rate of ~0 never leaves the untrained maps: one warning line a quarter of the way
     (after epoch 1 of 4), and the summary line gives val PCK@0.2 beside the baseline."""
-    M.main(["--data", tiny_data, "--out", str(tmp_path / "run"), "--epochs", "4", "--steps-per-epoch", "2",
+    M.main(["--data", tiny_data, "--out", str(tmp_path / "run"), "--epochs", "4", "--steps-per-epoch", "1",
             "--batch-size", "4", "--size", "64", "--width", "0.25", "--lr", "1e-12", "--seed", "1", "--run-eagerly",
             "--quiet"])
     lines = capsys.readouterr().out.splitlines()

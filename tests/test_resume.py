@@ -125,7 +125,7 @@ def test_killed_mid_epoch_then_resumed(tiny_data, tmp_path, capsys):
     """kill -9 a real run (a process: the kill is the point) once log.csv has its first row; --resume
     finishes the same 3 epochs, log.csv holds each epoch once, and a further --resume has nothing to do."""
     out = tmp_path / "run"
-    argv = ["--data", tiny_data, "--out", str(out), "--epochs", "3", "--steps-per-epoch", "4", "--batch-size", "4",
+    argv = ["--data", tiny_data, "--out", str(out), "--epochs", "3", "--steps-per-epoch", "2", "--batch-size", "4",
             "--size", "64", "--width", "0.25", "--seed", "1", "--run-eagerly", "--quiet"]
     process = subprocess.Popen([sys.executable, str(REPO / "model.py"), *argv], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
