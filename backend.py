@@ -109,9 +109,27 @@ def make_strategy(kind: str):
         keras.distribution.set_distribution(distribution)
         return contextlib.nullcontext()
     import tensorflow as tf
-    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
-              [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices).scope()
+    return tf.distribute.MirroredStrategy(tf_devices()).scope()
+
+
+def tf_devices():
+    """TensorFlow's devices that --distribute mirrored trains on: every GPU, or every (logical)
+    CPU where there is none."""
+    import tensorflow as tf
+    return [d.name for d in tf.config.list_logical_devices("GPU")] or \
+           [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def replicas(kind: str) -> int:
+    """How many devices (model replicas, each taking a slice of the global batch) --distribute
+    `kind` trains on, over all processes; 1 for "none"."""
+    import keras
+    if kind == "none":
+        return 1
+    if keras.backend.backend() == "jax":
+        import jax
+        return jax.device_count()
+    return len(tf_devices())
 
 
 def multi_process():

@@ -102,6 +102,10 @@ def describe_run(cfg, trainer, train_ds, val_ds, baseline):
           f"Adam, peak lr {lr:.3g}" + (f" ({'--lr' if cfg.lr else 'sqrt-scaled to the batch'}), "
           f"{warmup_steps(total_steps)} warm-up steps, cosine to {FINAL_LR_FRACTION:g} x peak"
           if cfg.lr_schedule == "cosine" else ", constant"), flush=True)
+    if cfg.distribute != "none":
+        n = backend.replicas(cfg.distribute)
+        print(f"--distribute {cfg.distribute}: {n} devices on {keras.backend.backend()}, a batch of "
+              f"{cfg.batch_size} = {cfg.batch_size / n:g} figures per device", flush=True)
 
 
 def check_inputs(cfg):
