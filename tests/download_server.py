@@ -14,11 +14,10 @@ import sys
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "download_coco.sh"
 ANN = "annotations_trainval2017"
 

@@ -81,12 +81,10 @@ def jax_runs(tiny_data, tmp_path_factory):
     two processes of --distribute multiworker (gloo on CPU) started together. A run compiles ~160
     XLA programs (the train, test and predict steps, and small eager ops: optimizer slots,
     metrics). There is no JAX one-device run: the reference is tf_runs' TensorFlow one (losses
-    within 0.5 % of a JAX one-device run's: 510.0 / 485.2 against 508.5 / 487.8). Measured one
-    stage at a time (TensorFlow on one thread, nothing else running): a JAX one-device run 31 s
-    and 36 CPU-seconds, DataParallel 51 s and 65 (on one device, see run_jax; 29 s and 33 on two,
-    model.py alone), multiworker 47 s and 85; a persistent
-    compilation cache filled by the earlier runs saved nothing (multiworker 53 s and 95 with it:
-    the sharded programs differ), so there is none. Returns the runs' folder."""
+    within 0.5 % of a JAX one-device run's: 510.0 / 485.2 against 508.5 / 487.8). Each run alone,
+    nothing else running: DataParallel 29 s and 33 CPU-seconds, multiworker 42 s and 77 (both
+    processes). A persistent compilation cache filled by the earlier runs saved nothing (the
+    sharded programs differ), so there is none. Returns the runs' folder."""
     runs = tmp_path_factory.mktemp("jax")
     (runs / "parallel.txt").write_text(finished(run_jax(tiny_data, runs / "parallel", "--distribute", "mirrored",
                                                         xla_flags="--xla_force_host_platform_device_count=2")))
