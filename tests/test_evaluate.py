@@ -4,7 +4,7 @@ bad input gives one line; export equivalence and the export's codec. (--images: 
 
 evaluate.main runs in this process (bad_input_table.run_main: exit status, stdout, stderr);
 a subprocess only where the process boundary is the point (TensorFlow's start-up lines on
-fd 2, the README's standalone script).
+fd 2, the standalone script of docs/evaluation.md).
 """
 import json
 import types
@@ -299,20 +299,20 @@ def test_exported_model_mistakes_give_one_line(exports, synthetic, tmp_path, cap
     assert not out.exists()
 
 
-def readme_tflite_example():
-    """The fenced python block of README.md that starts with `# run_tflite.py`."""
-    text = (REPO / "README.md").read_text()
+def docs_tflite_example():
+    """The fenced python block of docs/evaluation.md that starts with `# run_tflite.py`."""
+    text = (REPO / "docs" / "evaluation.md").read_text()
     start = text.index("```python\n# run_tflite.py") + len("```python\n")
     return text[start:text.index("```", start)]
 
 
-def test_readme_standalone_tflite_example_runs(exports, synthetic, tmp_path):
-    """The README's standalone runner (NumPy, OpenCV, a TFLite interpreter; nothing of this
+def test_docs_standalone_tflite_example_runs(exports, synthetic, tmp_path):
+    """docs/evaluation.md's standalone runner (NumPy, OpenCV, a TFLite interpreter; nothing of this
     repository) gives evaluate.py's keypoints with the same decoding, within 0.5 px."""
     import evaluate
     root, _ = synthetic
     script = tmp_path / "run_tflite.py"
-    script.write_text(readme_tflite_example())
+    script.write_text(docs_tflite_example())
     model = exports["tflite"] / "model.tflite"
     image = sorted((root / "images" / "train2017").glob("*.jpg"))[1]
     for box in ("30.5,20,40,60", "5,3,110,150"):          # canvas scale > 1 and < 1
