@@ -121,7 +121,7 @@ def add_decoding_arguments(dec):
                           "quarter (1/4 px towards the higher neighbour) or none (integer argmax)")
     dec.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                      help="average the maps of each figure and of its mirror image (un-flipped, left/right "
-                          "swapped); on by default (it raises AP on the sample model: README, section 4)")
+                          "swapped); on by default (it raises AP on the sample model: docs/results.md)")
     dec.add_argument("--batch-size", type=int_in(1), default=16, metavar="N",
                      help="figures per model call (N >= 1)")
 

@@ -50,7 +50,7 @@ class BatchNorm(layers.BatchNormalization):
     moving-statistics update (keras' momentum rule with the biased batch variance), so weights,
     backups and --init-weights are interchangeable, and older .keras files load as before.
     Training 1.2-1.5x faster on 2 CPU cores (benchmarks/bench_train.py: the 320-px simple
-    network at batch 8, 14.7 -> 18.0 figures/s; README); GPUs have the kernel too."""
+    network at batch 8, 14.7 -> 18.0 figures/s; docs/results.md); GPUs have the kernel too."""
 
     def call(self, inputs, training=None, mask=None):
         if (keras.backend.backend() != "tensorflow" or mask is not None or self.renorm or self.synchronized

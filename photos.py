@@ -23,9 +23,9 @@ from inference import decode, model_maps, variant_name
 from pictures import draw_crop, draw_skeleton, save_png
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm", ".pgm", ".ppm")
-# what an unmasked crop costs, measured (README, "Your own images"); printed with --images
+# what an unmasked crop costs, measured (docs/results.md, "Photos without masks"); printed with --images
 UNMASKED_COST = ("on 57 real COCO persons the demo model's PCK@0.1 falls from 0.45 masked to 0.25 unmasked "
-                 "(README, Your own images): give masks (COCO segmentation in --annotations) where you can")
+                 "(docs/results.md, Photos without masks): give masks (COCO segmentation in --annotations) where you can")
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, no download: generate a synthetic COCO-format
 # sample, cut it into figures, train a small model on the CPU, evaluate it, and print
-# the metrics and the pictures written. About 4 minutes on 2 idle cores (see README).
+# the metrics and the pictures written. About 4 minutes on 2 idle cores (see docs/results.md).
 # Settings can be overridden from the environment, e.g. EPOCHS=20 bash run_sample.sh
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -92,7 +92,7 @@ class TrainConfig:
                                        "a few steps starts sooner, but every step is slower (not with --distribute)")
     distribute: str = setting("none", "mirrored: all GPUs of this machine (tf.distribute, or DataParallel on JAX); "
                                       "multiworker: several machines, JAX backend only, every process started with "
-                                      "KERAS_DISTRIBUTION_JOB_ADDRESSES/_NUM_PROCESSES/_PROCESS_ID (see README)",
+                                      "KERAS_DISTRIBUTION_JOB_ADDRESSES/_NUM_PROCESSES/_PROCESS_ID (see docs/training.md)",
                               choices=("none", "mirrored", "multiworker"))
     workers: int = setting(2, "threads (or processes, with --worker-processes) that read batches (>= 1); the "
                               "device does the augmentation, so 2 keep a GPU fed on most machines", int_in(1))

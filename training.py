@@ -5,7 +5,7 @@
 `FigureTrainer` wraps the network: it augments (DeviceAugment), renders the target maps with
 the codec, computes the loss (10 x main + 5 x each side output of `JointMSE`) and PCK, all in
 `keras.ops`, so TensorFlow and JAX run the same code. The schedule is SimpleBaseline's Adam
-with a linear warm-up and a cosine decay (README "Training defaults"). `make_datasets` makes
+with a linear warm-up and a cosine decay (docs/training.md, "Training defaults"). `make_datasets` makes
 the training and validation FigureBatches of a TrainConfig (train_config.py).
 """
 import math
@@ -23,7 +23,7 @@ from network import PACKAGE, load_trained_model
 LOSS_WEIGHTS = {"main": 10.0, "side": 5.0}  # the original's 10 * main + 5 * side1 + 5 * side2
 FOREGROUND_WEIGHT = 9.0  # --loss fg_mse: a foreground pixel (target 1) weighs 1 + 9 = 10 background pixels
 
-# The default recipe (README "Training defaults"): SimpleBaseline's (Xiao et al. 2018) Adam,
+# The default recipe (docs/training.md, "Training defaults"): SimpleBaseline's (Xiao et al. 2018) Adam,
 # augmentation and sigma (2 map pixels), with a linear warm-up (mmpose's 500 iterations) and a
 # cosine decay over the run (RTMPose's shape). The peak lr is 5e-4 at a global batch of 8 (the
 # measured small-data lr) scaled by the square-root rule for Adam (Malladi et al. 2022; linear

@@ -10,9 +10,9 @@
 # RECIPES: ';'-separated "name:model.py flags" (an empty flag list is model.py's defaults).
 # JOBS: folds of a recipe trained at once (default all). With fewer, the later folds start from
 # the compiled programs the first ones left in JAX's persistent cache ($WORK/jax_cache): on the
-# H100 10 processes compiling at once did not finish one epoch in 227 s (README, GPU training).
+# H100 10 processes compiling at once did not finish one epoch in 227 s (docs/results.md, GPU training).
 # Do not shorten the compile with XLA_FLAGS=--xla_gpu_autotune_level=0: on the H200 it cut the
-# warm-up from 82.5 to 27.9 s but made every training step 86x slower (README, GPU training).
+# warm-up from 82.5 to 27.9 s but made every training step 86x slower (docs/results.md, GPU training).
 # BUDGET: seconds after which unfinished recipes are stopped (their finished folds' metrics stay
 # in $WORK/NAME/foldK/eval/metrics.json). Needs what gpu_check.sh needs (.whl/ is installed the
 # same way). Writes ${OUT:-$WORK}/real_slice.log and real_slice.tgz (results, logs, log.csv).

@@ -94,7 +94,7 @@ def test_flops_of_the_simple_network_match_its_layout(size, width, channels):
     expected = simple_network_flops(size, 13, *channels)
     assert N.count_flops(N.build_model("simple", 13, size, width)) == expected
     if size == 320:
-        assert round(expected / 1e9, 2) == 1.51  # README "Network size and training speed"
+        assert round(expected / 1e9, 2) == 1.51  # docs/results.md, "Network size and training speed"
 
 
 def test_flops_of_the_original_match_the_reference():
