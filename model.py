@@ -37,7 +37,7 @@ from confidence_maps import ARCH_CODECS  # noqa: E402
 from figure_dataset import FigureFile  # noqa: E402
 from network import backbone_weights, build_model, count_flops, load_trained_model  # noqa: E402
 from run_folder import best_logged, check_resume, prepare_out_dir, trim_log, write_split  # noqa: E402
-from train_config import build_parser, config_argv, config_from_args  # noqa: E402
+from train_config import BACKBONE_DEFAULTS, build_parser, config_argv, config_from_args  # noqa: E402
 from training import (FINAL_LR_FRACTION, baseline_pck, compile_model, init_from, make_datasets,  # noqa: E402
                       make_trainer, scaled_lr, warmup_steps)
 
@@ -79,12 +79,13 @@ def start_run(cfg, train_ds, val_ds, facts, backup):
     given) under the distribution strategy, the run folder written, a --resume backup restored.
     The run folder is written only now: a run refused before this writes nothing."""
     with backend.make_strategy(cfg.distribute):
-        network = build_model(cfg.arch, train_ds.n_joints, train_ds.size, cfg.width, cfg.depth,
-                              backbone=cfg.backbone_features)
+        network = build_model(cfg.arch, train_ds.n_joints, train_ds.size, cfg.width, cfg.depth, cfg.backbone,
+                              cfg.backbone_weights, train_batchnorm=cfg.backbone_batchnorm == "train")
         if cfg.init_weights:
             init_from(network, cfg.init_weights)
         trainer = make_trainer(network, val_ds, ARCH_CODECS[cfg.arch], cfg.loss)
-        compile_model(trainer, peak_lr(cfg), cfg.epochs * len(train_ds), cfg.lr_schedule, cfg.run_eagerly)
+        compile_model(trainer, peak_lr(cfg), cfg.epochs * len(train_ds), cfg.lr_schedule, cfg.run_eagerly,
+                      cfg.backbone_lr_scale)
         prepare_out_dir(cfg, facts)
         write_split(cfg, train_ds, val_ds)
         start = backup.restore(trainer) if cfg.resume else 0
@@ -119,8 +120,10 @@ def check_inputs(cfg):
                     FigureFile(path)  # validates the file, its length and its joints; reads nothing
                 except (FileNotFoundError, ValueError) as err:
                     raise InputError(f"{flag} {err}") from None
-        if cfg.backbone_features:
-            backbone_weights(cfg.backbone_features)
+        if cfg.backbone:
+            backbone_weights(cfg.backbone_weights)
+            if cfg.arch != "simple":
+                raise InputError(f"--backbone {cfg.backbone} builds the simple network's decoder; drop --arch {cfg.arch}")
         if cfg.init_weights:
             try:
                 load_trained_model(cfg.init_weights)
@@ -137,12 +140,14 @@ def parse_args(argv=None):
     """Command-line flags -> argparse.Namespace; a usage mistake exits 2 with one line.
 
     With --config runs/NAME/config.json, the run's flags come first and the command line's
-    own flags override them (--out must be given: a new folder for the new run)."""
+    own flags override them (--out must be given: a new folder for the new run). A --backbone
+    brings its own defaults (train_config.BACKBONE_DEFAULTS) for the flags not given."""
     parser = build_parser("model.py", __doc__.split("\n\n")[0])
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--out")
+    pre.add_argument("--backbone")
     known, _ = pre.parse_known_args(argv)
     if known.config:
         if not known.out:
@@ -151,6 +156,8 @@ def parse_args(argv=None):
             argv = config_argv(known.config) + argv
         except ValueError as err:
             parser.error(str(err))
+        known, _ = pre.parse_known_args(argv)
+    parser.set_defaults(**BACKBONE_DEFAULTS.get(known.backbone, {}))
     args = parser.parse_args(argv)
     if args.scale_min > args.scale_max:
         parser.error(f"--scale-min {args.scale_min:g} is above --scale-max {args.scale_max:g}")

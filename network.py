@@ -109,11 +109,15 @@ def conv(x, filters: int, kernel: int, stride: int = 1, name: str = "conv"):
                          kernel_initializer=HostGlorotUniform(), name=name)(x)
 
 
+def norm_act(x, name: str):
+    """BatchNorm -> LeakyReLU(0.2), shape unchanged: what every conv of a pre-activation network reads."""
+    x = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    return layers.LeakyReLU(negative_slope=0.2, name=f"{name}_act")(x)
+
+
 def norm_act_conv(x, filters: int, kernel: int, stride: int = 1, name: str = "unit"):
     """The pre-activation unit: BatchNorm -> LeakyReLU(0.2) -> conv; (B, H, W, C) -> (B, H/s, W/s, filters)."""
-    x = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
-    x = layers.LeakyReLU(negative_slope=0.2, name=f"{name}_act")(x)
-    return conv(x, filters, kernel, stride, name=f"{name}_conv")
+    return conv(norm_act(x, name), filters, kernel, stride, name=f"{name}_conv")
 
 
 def subpixel_conv(x, filters: int, kernel: int, name: str):
@@ -130,8 +134,7 @@ def bottleneck(x, a: int, b: int, c: int, mode: str = "same", dropout: float = 0
     """
     y = norm_act_conv(x, a, 1, name=f"{name}_1")
     if mode == "up":
-        y = BatchNorm(momentum=0.9, epsilon=1e-5, name=f"{name}_2_bn")(y)
-        y = subpixel_conv(layers.LeakyReLU(negative_slope=0.2, name=f"{name}_2_act")(y), b, 3, f"{name}_2")
+        y = subpixel_conv(norm_act(y, f"{name}_2"), b, 3, f"{name}_2")
     else:
         y = norm_act_conv(y, b, 3, stride=2 if mode == "down" else 1, name=f"{name}_2")
     y = norm_act_conv(y, c, 1, name=f"{name}_3")
@@ -154,11 +157,17 @@ def stage(x, c: int, blocks: int, mode: str = "same", ratio: int = 4, dropout: f
     return x
 
 
-def head(x, n_joints: int, upsample: int = 1, before: bool = False, name: str = "maps"):
+def head(x, n_joints: int, upsample: int = 1, before: bool = False, norm: bool = False, name: str = "maps"):
     """1x1 conv to n_joints then tanh, upsampled x `upsample` (before the conv if `before`).
 
     (B, H, W, C) -> (B, H*upsample, W*upsample, n_joints), float32 (also under mixed precision).
+    norm: BatchNorm -> LeakyReLU first, as a pre-activation network ends. Without it the conv
+    reads the un-normalised residual sum: Adam soon drives the tanh into saturation at -1
+    (every map background, zero gradient), the plateau 256 and 320 px and the MobileNetV2
+    encoder never left (docs/results.md "The background plateau").
     """
+    if norm:
+        x = norm_act(x, name)
     if upsample > 1 and before:  # the original's order (wasteful: a 1x1 conv at full size)
         x = layers.UpSampling2D(upsample, interpolation="nearest", name=f"{name}_up")(x)
     x = layers.Conv2D(n_joints, 1, use_bias=True, kernel_initializer=HostGlorotUniform(), name=f"{name}_conv")(x)
@@ -167,11 +176,30 @@ def head(x, n_joints: int, upsample: int = 1, before: bool = False, name: str = 
     return layers.Activation("tanh", dtype="float32", name=name)(x)
 
 
-def simple_network(inputs, n_joints: int, width: float, depth: int, features=None):
+def unet_decoder(x, skips, n_joints: int, width: float, depth: int):
+    """The U-Net decoder from stride 32 back to stride 4, with deep-supervision side outputs.
+
+    x (B, S/32, S/32, C); skips (s16, s8, s4): encoder features at strides 16, 8 and 4.
+    -> [maps (B, S/4, S/4, J), side_s16, side_s8 (B, S/4, S/4, J)]; the side outputs come
+    from the stride-16 and stride-8 stages, projected there and upsampled.
+    """
+    s16, s8, s4 = skips
+    c4, c8, c16 = (make_divisible(c * width) for c in (64, 128, 256))
+    x = stage(x, c16, 1, "up", dropout=0.1, name="up16")
+    x = stage(layers.Concatenate(name="skip16")([x, s16]), c16, depth, name="dec16")   # (B, S/16, S/16, c16)
+    side_s16 = head(x, n_joints, 4, norm=True, name="side_s16")                             # (B, S/4, S/4, J)
+    x = stage(x, c8, 1, "up", dropout=0.1, name="up8")
+    x = stage(layers.Concatenate(name="skip8")([x, s8]), c8, depth, name="dec8")       # (B, S/8, S/8, c8)
+    side_s8 = head(x, n_joints, 2, norm=True, name="side_s8")                               # (B, S/4, S/4, J)
+    x = stage(x, c4, 1, "up", dropout=0.1, name="up4")
+    x = stage(layers.Concatenate(name="skip4")([x, s4]), c4, depth + 1, name="dec4")   # (B, S/4, S/4, c4)
+    return [head(x, n_joints, norm=True, name="maps"), side_s16, side_s8]
+
+
+def simple_network(inputs, n_joints: int, width: float, depth: int):
     """(B, S, S, 3) -> [maps (B, S/4, S/4, J), side_s16, side_s8 (B, S/4, S/4, J)].
 
-    Encoder to strides 2 (stem), 4, 8, 16, 32; decoder back to stride 4 with U-Net skips;
-    side outputs from the stride-16 and stride-8 decoder stages, projected there, upsampled.
+    Encoder of residual bottlenecks to strides 2 (stem), 4, 8, 16, 32; the U-Net decoder.
     """
     c2, c4, c8, c16, c32 = (make_divisible(c * width) for c in (16, 64, 128, 256, 256))
     x = conv(inputs, c2, 3, stride=2, name="stem")                               # (B, S/2, S/2, c2)
@@ -179,20 +207,10 @@ def simple_network(inputs, n_joints: int, width: float, depth: int, features=Non
     s8 = stage(s4, c8, depth + 1, "down", name="down8")                          # (B, S/8, S/8, c8)
     s16 = stage(s8, c16, depth + 1, "down", name="down16")                       # (B, S/16, S/16, c16)
     x = stage(s16, c32, 2 * depth + 1, "down", name="down32")                    # (B, S/32, S/32, c32)
-    if features is not None:
-        x = stage(layers.Concatenate(name="fuse_concat")([x, features]), c32, 1, name="fuse")
-    x = stage(x, c16, 1, "up", dropout=0.1, name="up16")
-    x = stage(layers.Concatenate(name="skip16")([x, s16]), c16, depth, name="dec16")   # (B, S/16, S/16, c16)
-    side_s16 = head(x, n_joints, 4, name="side_s16")                             # (B, S/4, S/4, J)
-    x = stage(x, c8, 1, "up", dropout=0.1, name="up8")
-    x = stage(layers.Concatenate(name="skip8")([x, s8]), c8, depth, name="dec8")       # (B, S/8, S/8, c8)
-    side_s8 = head(x, n_joints, 2, name="side_s8")                               # (B, S/4, S/4, J)
-    x = stage(x, c4, 1, "up", dropout=0.1, name="up4")
-    x = stage(layers.Concatenate(name="skip4")([x, s4]), c4, depth + 1, name="dec4")   # (B, S/4, S/4, c4)
-    return [head(x, n_joints, name="maps"), side_s16, side_s8]
+    return unet_decoder(x, (s16, s8, s4), n_joints, width, depth)
 
 
-def original_network(inputs, n_joints: int, width: float, depth: int, features=None):
+def original_network(inputs, n_joints: int, width: float, depth: int):
     """The original generator (REFERENCE.md section 2): (B, S, S, 3) -> 3 x (B, S, S, J).
 
     Encoder widths 32, 64, 128, 256, 256, 512 at strides 1 .. 32, five sub-pixel up stages
@@ -207,8 +225,6 @@ def original_network(inputs, n_joints: int, width: float, depth: int, features=N
     x = bottleneck(skips[-1], c[5] // 2, c[5] // 2, c[5], "down", name="down32")  # (B, S/32, S/32, c5)
     for i in range(2 * depth):
         x = bottleneck(x, c[5] // 2, c[5] // 2, c[5], name=f"bottom{i + 1}")
-    if features is not None:
-        x = layers.Concatenate(name="fuse_concat")([x, features])
     for i in range(4 * depth):
         x = bottleneck(x, c[6] // 4, c[6] // 4, c[6], name=f"middle{i + 1}")
     sides = {}
@@ -222,54 +238,76 @@ def original_network(inputs, n_joints: int, width: float, depth: int, features=N
     return [head(x, n_joints, name="maps"), sides[16], sides[4]]
 
 
-BACKBONES = {"resnet50": (keras.applications.ResNet50, "conv3_block4_out",
-                          "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")}
+# keras.applications' MobileNetV2 (alpha 1.0): the layers whose outputs the decoder takes, at
+# strides 4, 8, 16 and 32 (24, 32, 96 and 320 channels): the linear bottlenecks, not the
+# ReLU6 of its last 1x1 conv (1280 sparse channels, whose batch statistics at batch 8 are
+# far from their moving averages: inference then diverged from training). Its input range is
+# [-1, 1], like ours.
+MOBILENET_V2_SKIPS = ("block_2_add", "block_5_add", "block_12_add", "block_16_project_BN")
+BACKBONES = ("mobilenet_v2",)
 
 
-def backbone_weights(name: str):
-    """(builder, feature layer name, local weights path) of a backbone; a clear error if missing."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown --backbone-features {name!r}; choose one of {sorted(BACKBONES)}")
-    build, layer, filename = BACKBONES[name]
-    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    weights = os.path.join(keras_home, "models", filename)
-    if not os.path.exists(weights):
-        raise FileNotFoundError(f"{name} ImageNet weights not found at {weights} (copy them there; "
-                                "they are never downloaded)")
-    return build, layer, weights
+def backbone_weights(weights: str | None):
+    """keras.applications' `weights` for --backbone-weights: "imagenet" (Keras downloads the
+    official file once into ~/.keras/models), None or "none" (random), else a .weights.h5 path,
+    which must exist (FileNotFoundError, one line)."""
+    if weights in (None, "none", "imagenet"):
+        return None if weights in (None, "none") else weights
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"--backbone-weights {weights}: no such file (imagenet, none or a "
+                                "MobileNetV2 .weights.h5 file)")
+    return weights
 
 
-def backbone_features(inputs, name: str, grid: int):
-    """Frozen ImageNet features of `inputs` (B, S, S, 3) at stride 8, resized to (B, grid, grid, 256).
+def mobilenet_v2_encoder(size: int, weights: str | None = "imagenet", train_batchnorm: bool = False):
+    """keras.applications' MobileNetV2 as a U-Net encoder, fine-tuned end to end.
 
-    Weights only from $KERAS_HOME/models, default ~/.keras/models (never downloaded). The
-    input goes from [-1, 1] to 0-255 and through keras' own resnet.preprocess_input (BGR, mean).
+    (B, size, size, 3) in [-1, 1] -> [s4 (B, S/4, S/4, 24), s8 (.., S/8, 32), s16 (.., S/16, 96),
+    s32 (B, S/32, S/32, 320)]. weights: see backbone_weights. train_batchnorm False keeps the
+    ImageNet BatchNorm statistics and scales frozen (the layers run in inference mode), which
+    is what small batches need (README "Transfer learning"); its kernels still train.
     """
-    build, layer, weights = backbone_weights(name)
-    net = build(include_top=False, weights=weights, input_shape=tuple(inputs.shape[1:]))
-    net.trainable = False
-    trunk = keras.Model(net.input, net.get_layer(layer).output, name=f"{name}_features")
-    rgb255 = layers.Rescaling(127.5, offset=127.5, name="backbone_rgb255")(inputs)
-    x = trunk(keras.applications.resnet.preprocess_input(rgb255))
-    x = layers.Resizing(grid, grid, interpolation="bilinear", name="backbone_resize")(x)
-    return conv(x, 256, 1, name="backbone_proj")
+    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
+                                          weights=backbone_weights(weights))
+    if not train_batchnorm:
+        for layer in base.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.trainable = False
+    return keras.Model(base.input, [base.get_layer(name).output for name in MOBILENET_V2_SKIPS],
+                       name="encoder")
 
 
-def build_model(arch="simple", n_joints=13, size=320, width=1.0, depth=1, backbone=None):
+def mobilenet_v2_network(inputs, n_joints: int, width: float, depth: int, weights="imagenet",
+                         train_batchnorm: bool = False):
+    """(B, S, S, 3) -> [maps (B, S/4, S/4, J), side_s16, side_s8]: the MobileNetV2 encoder
+    (mobilenet_v2_encoder), then the U-Net decoder from its stride-32 features."""
+    encoder = mobilenet_v2_encoder(inputs.shape[1], weights, train_batchnorm)
+    s4, s8, s16, s32 = encoder(inputs)                                           # strides 4, 8, 16, 32
+    return unet_decoder(s32, (s16, s8, s4), n_joints, width, depth)
+
+
+def build_model(arch="simple", n_joints=13, size=320, width=1.0, depth=1, backbone=None,
+                backbone_weights="imagenet", train_batchnorm=False):
     """Functional model (B, size, size, 3) in [-1, 1] -> [maps, side_s16, side_s8] in tanh range.
 
     simple: maps at size / 4; original: maps at size. size must be a multiple of 32.
-    backbone: None, or a BACKBONES name whose frozen features join at the bottleneck.
+    backbone: None (the arch's own encoder) or "mobilenet_v2" (with arch simple: a pretrained
+    encoder, mobilenet_v2_network), from `backbone_weights`.
     """
     if size % 32:
         raise ValueError(f"--size {size} must be a multiple of 32")
     networks = {"simple": simple_network, "original": original_network}
     if arch not in networks:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(networks)}")
+    if backbone not in (None, *BACKBONES):
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)}")
+    if backbone and arch != "simple":
+        raise ValueError(f"--backbone {backbone} builds the simple network's decoder; drop --arch {arch}")
     inputs = keras.Input((size, size, 3), name="figure")
-    features = backbone_features(inputs, backbone, size // 32) if backbone else None
-    outputs = networks[arch](inputs, n_joints, width, depth, features)
-    return keras.Model(inputs, outputs, name=f"figure_pose_{arch}")
+    if backbone:
+        outputs = mobilenet_v2_network(inputs, n_joints, width, depth, backbone_weights, train_batchnorm)
+        return keras.Model(inputs, outputs, name=f"figure_pose_{backbone}")
+    return keras.Model(inputs, networks[arch](inputs, n_joints, width, depth), name=f"figure_pose_{arch}")
 
 
 def all_layers(model):

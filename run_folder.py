@@ -23,7 +23,8 @@ from cli import InputError
 # What a run is: --resume refuses to change these (they change the model or the data; --seed
 # picks the validation split), nor the data's joints and input size (train() reads them).
 # Everything else (--epochs, --workers, --lr, ...) may change.
-RUN_IDENTITY = ("data", "val_data", "arch", "size", "width", "depth", "loss", "backbone_features", "seed")
+RUN_IDENTITY = ("data", "val_data", "arch", "size", "width", "depth", "loss", "backbone",
+                "backbone_batchnorm", "seed")
 
 
 def read_run_config(cfg):

@@ -163,13 +163,50 @@ def learning_rate(peak: float, total_steps: int, kind: str = "cosine"):
                                                   warmup_target=peak, warmup_steps=warmup)
 
 
-def compile_model(trainer, lr: float, total_steps: int = 0, kind: str = "cosine", run_eagerly: bool = False):
-    """Adam with learning_rate(lr, total_steps, kind) (constant lr if total_steps is 0);
-    the loss is the trainer's own; run_eagerly: no traced graph (debugging, short runs). The
-    optimizer's slots are made here: made inside the first traced train step instead, they make
-    TensorFlow trace that step twice (half of a short run)."""
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ScaledAdam(keras.optimizers.Adam):
+    """Adam whose steps for some variables are scaled by `lr_scale` (discriminative fine-tuning:
+    a pretrained encoder learns at a fraction of the decoder's rate, as ULMFiT does).
+
+    scaled_paths: the `Variable.path`s to scale. Works on every backend: the scale is applied
+    where Adam's own update_step runs, keyed by Adam's own variable index.
+    """
+
+    def __init__(self, scaled_paths=(), lr_scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scaled_paths, self.lr_scale = list(scaled_paths), float(lr_scale)
+
+    def build(self, variables):
+        super().build(variables)
+        paths = set(self.scaled_paths)
+        self._scaled_indices = {i for i, v in enumerate(variables) if v.path in paths}
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self._get_variable_index(variable) in self._scaled_indices:
+            learning_rate = ops.multiply(learning_rate, self.lr_scale)
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "scaled_paths": self.scaled_paths, "lr_scale": self.lr_scale}
+
+
+def encoder_variables(network):
+    """The trainable variables of a pretrained encoder (the nested model named "encoder"); [] without one."""
+    return [v for layer in network.layers if layer.name == "encoder" for v in layer.trainable_variables]
+
+
+def compile_model(trainer, lr: float, total_steps: int = 0, kind: str = "cosine", run_eagerly: bool = False,
+                  encoder_lr_scale: float = 1.0):
+    """Adam with learning_rate(lr, total_steps, kind) (constant lr if total_steps is 0), the
+    pretrained encoder's steps (if any) scaled by encoder_lr_scale; the loss is the trainer's own;
+    run_eagerly: no traced graph (debugging, short runs). The optimizer's slots are made here:
+    made inside the first traced train step instead, they make TensorFlow trace that step twice
+    (half of a short run)."""
     schedule = learning_rate(lr, total_steps, kind if total_steps else "constant")
-    trainer.compile(optimizer=keras.optimizers.Adam(schedule), run_eagerly=run_eagerly)
+    encoder = [v.path for v in encoder_variables(trainer.network)] if encoder_lr_scale != 1.0 else []
+    optimizer = ScaledAdam(encoder, encoder_lr_scale, learning_rate=schedule) if encoder else \
+        keras.optimizers.Adam(schedule)
+    trainer.compile(optimizer=optimizer, run_eagerly=run_eagerly)
     trainer.network.run_eagerly = run_eagerly  # its predict_on_batch (the epoch pictures) too: no trace a run
     trainer.optimizer.build(trainer.trainable_variables)
     return trainer

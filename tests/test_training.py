@@ -1,5 +1,5 @@
 """training.py: the loss and its weights on hand-made numbers, the trainer, the schedule, colour
-jitter on the device, a frozen backbone."""
+jitter on the device."""
 import keras
 import numpy as np
 import pytest
@@ -118,24 +118,3 @@ def test_color_jitter_changes_pixel_colours_only_when_on(tiny_data):
     np.testing.assert_allclose(keypoints, plain_keypoints, atol=1e-4)
     args = build_parser("model.py", "").parse_args(["--color-jitter", "0.3"])
     assert config_from_args(args, terminal=False).augment.color_jitter == 0.3
-
-
-def test_backbone_features_load_local_weights_and_stay_frozen(tmp_path, monkeypatch):
-    """--backbone-features resnet50 reads weights from KERAS_HOME/models only (here: random ones)."""
-    from keras.src.legacy.saving import legacy_h5_format  # the .h5 format keras.applications reads
-    import h5py
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
-        N.build_model("simple", n_joints=13, size=64, width=0.25, backbone="resnet50")
-    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3))
-    (tmp_path / "models").mkdir()
-    with h5py.File(tmp_path / "models" / N.BACKBONES["resnet50"][2], "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, source)
-    data = write_figures(tmp_path / "coco.npy", n=4, size=64)
-    trainer, batches = make_trainer(data, run_eagerly=True, backbone="resnet50")  # one step: 21 -> 12 CPU-s
-    trunk = trainer.network.get_layer("resnet50_features")
-    kernel = trunk.get_layer("conv1_conv").kernel
-    np.testing.assert_array_equal(np.asarray(kernel), np.asarray(source.get_layer("conv1_conv").kernel))
-    before = np.asarray(kernel).copy()
-    trainer.train_on_batch(batches[0])
-    np.testing.assert_array_equal(np.asarray(kernel), before)
