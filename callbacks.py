@@ -2,7 +2,8 @@
 
     trainer.fit(train, validation_data=val, callbacks=make_callbacks(cfg, train, val, baseline, backup))
 
-Per epoch: the dataset learns its epoch (augmentation is f(seed, epoch)), the pictures of a
+First of all, after every step: a non-finite loss stops the run before anything of that epoch
+is saved (StopOnNonFinite). Per epoch: the dataset learns its epoch (augmentation is f(seed, epoch)), the pictures of a
 fixed validation batch and the mean-pose baseline (eval/, log.csv), last.keras (and best.keras),
 log.csv and curves.png, one plain progress line, TensorBoard (tb/), the learning check and,
 last, the backup that --resume restores (backup/). Files go through a temporary name and a
@@ -23,6 +24,75 @@ import backend
 from atomic import copy_atomic
 from cli import InputError, duration
 from pictures import plot_curves, write_eval_pngs
+
+
+class NonFiniteTraining(Exception):
+    """The loss or the weights became NaN or infinite: the run stops, nothing of it is saved."""
+
+
+def non_finite_variables(variables):
+    """The paths of the variables holding a NaN or an infinity ([] if all are finite)."""
+    return [v.path for v in variables if not np.isfinite(keras.ops.convert_to_numpy(v)).all()]
+
+
+def refuse_non_finite(model, what):
+    """NonFiniteTraining unless every weight of `model` is finite: no checkpoint or backup of a broken state."""
+    bad = non_finite_variables(model.weights)
+    if bad:
+        raise NonFiniteTraining(f"the weights hold NaN or infinite values ({len(bad)} of {len(model.weights)} variables, first {bad[0]}); "
+                                f"{what} not written, the one before stays")
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop at the first step whose loss is NaN or infinite, before any callback saves that state.
+
+    Keras' TerminateOnNaN(raise_error=True), with a message: Keras reports the epoch's running
+    mean, which is non-finite from the first bad step on. It raises in on_train_batch_end, so
+    no validation and no on_epoch_end runs on the broken weights: best.keras, last.keras and
+    the backups keep the last finite epoch. First in the callback list: its on_epoch_end checks
+    the weights before the savers do.
+
+    Under float16 loss scaling (Keras' LossScaleOptimizer, --mixed-precision on a GPU) a
+    non-finite step is one the optimizer skips with a smaller scale, not a failure: there it
+    is noted, and only non-finite weights at the epoch's end stop the run. The check reads
+    the loss Keras has already made a Python float (TensorFlow: every step anyway); async_safe
+    keeps JAX's callbacks off the training thread.
+    """
+
+    async_safe = True
+
+    def __init__(self, epochs, steps, hint=""):
+        super().__init__()
+        self.epochs, self.steps, self.hint = epochs, steps, hint
+        self.epoch, self.skipped = 0, None   # skipped: (epoch, step, loss) of a non-finite step loss scaling skipped
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.skipped = epoch, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(loss):
+            return
+        if isinstance(self.model.optimizer, keras.optimizers.LossScaleOptimizer):
+            self.skipped = self.skipped or (self.epoch, batch, loss)
+            return
+        raise NonFiniteTraining(self.message(f"the training loss became {loss}", batch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if non_finite_variables(self.model.weights):
+            step = self.skipped[1] if self.skipped else self.steps - 1
+            raise NonFiniteTraining(self.message("the weights became NaN or infinite", step))
+        if self.skipped:
+            print(f"note: epoch {epoch + 1}: a non-finite loss ({self.skipped[2]}) from step {self.skipped[1] + 1} "
+                  "on; float16 loss scaling skipped those steps and the weights are finite", flush=True)
+
+    def message(self, what, batch):
+        """The one line a stopped run ends with: where, what is kept, the likely causes, what next."""
+        kept = (f"nothing of it saved: last.keras and backup/ hold epoch {self.epoch}" if self.epoch
+                else "nothing saved: no epoch had finished")
+        return (f"{what} in epoch {self.epoch + 1}/{self.epochs}, step {batch + 1}/{self.steps}; training stopped, "
+                f"{kept}. Likely causes: a learning rate too high{self.hint}, float16 overflow "
+                "(--mixed-precision) or bad data; continue with --resume and a lower --lr")
 
 
 class SetEpoch(keras.callbacks.Callback):
@@ -113,6 +183,7 @@ class SaveNetwork(keras.callbacks.Callback):
         self.last, self.best, self.monitor, self.best_value = last, best, monitor, best_value
 
     def on_epoch_end(self, epoch, logs=None):
+        refuse_non_finite(self.model, self.last)
         tmp = self.last[:-len(".keras")] + ".tmp.keras"  # keras' save insists on the .keras suffix
         self.model.network.save(tmp)
         os.replace(tmp, self.last)
@@ -207,6 +278,7 @@ class Backup(keras.callbacks.Callback):
                       reverse=True)
 
     def on_epoch_end(self, epoch, logs=None):
+        refuse_non_finite(self.model, f"the backup of epoch {epoch + 1}")
         os.makedirs(self.folder, exist_ok=True)
         tmp = os.path.join(self.folder, "partial" + self.SUFFIX)
         self.model.save_weights(tmp, overwrite=True)
@@ -261,11 +333,13 @@ def tensorboard(log_dir):
     return [keras.callbacks.TensorBoard(log_dir, write_graph=False, profile_batch=0)]
 
 
-def make_callbacks(cfg, train, val, baseline, backup, best=-np.inf):
-    """The callbacks of a TrainConfig's run, in the order that matters: pictures and baseline first,
-    then checkpoints and logs, the backup last. `best`: the best val PCK@0.2 so far (--resume)."""
+def make_callbacks(cfg, train, val, baseline, backup, best=-np.inf, lr=None):
+    """The callbacks of a TrainConfig's run, in the order that matters: the non-finite stop first,
+    pictures and baseline, then checkpoints and logs, the backup last. `best`: the best val PCK@0.2
+    so far (--resume); `lr`: the peak learning rate, for the stop's message."""
     out = cfg.out
     return [
+        StopOnNonFinite(cfg.epochs, len(train), f" (peak lr {lr:.3g})" if lr else ""),
         SetEpoch(train),
         EpochPictures(val[0], out, baseline),
         SaveNetwork(os.path.join(out, "last.keras"), os.path.join(out, "best.keras"), "val_pck@0.2", best),

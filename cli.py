@@ -7,11 +7,36 @@ import argparse
 import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 
 
 class InputError(Exception):
     """A user mistake or a broken input: each script's main() reports it as one line, no traceback."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how a cluster scheduler preempts a job), raised where the program is, like Ctrl-C's
+    KeyboardInterrupt: whatever cleans up after an interrupt cleans up after this too."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM raises Terminated inside the block (Python's default ends the process at once, no
+    message); the previous handler afterwards. Only in the main thread, where Python runs handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_out_dir(path: str):

@@ -315,7 +315,12 @@ def model_maps(model, predict, canvases, flip_test, flip_perm, batch_size):
     if flip_test:
         mirrored = predict(model, np.ascontiguousarray(canvases[:, :, ::-1]), batch_size=batch_size)
         maps = 0.5 * (maps + flip_maps(mirrored, flip_perm))
-    return np.asarray(maps, dtype=np.float32)
+    maps = np.asarray(maps, dtype=np.float32)
+    broken = int((~np.isfinite(maps)).any(axis=(1, 2, 3)).sum())
+    if broken:  # decoding would place those joints anywhere, and score them as misses
+        raise InputError(f"--model predicts NaN or infinite maps for {broken} of {len(maps)} figures: it overflows "
+                         "(float16 compute, or weights too large), so its joints cannot be decoded")
+    return maps
 
 
 def decode(maps, canvas_size, model_size, refine):

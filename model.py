@@ -17,13 +17,18 @@ Writes under --out: best.keras (best val PCK@0.2), last.keras, log.csv, curves.p
 data's joints and input size, which --resume checks), split.json (the training and the
 validation image ids, for evaluate.py --run) and backup/ (for --resume). Checkpoints,
 config.json and backups go through a temporary file and a rename, so a kill never leaves half
-of one; --resume cuts log.csv back to the epochs of the backup it restores.
+of one; --resume cuts log.csv back to the epochs of the backup it restores. An --out that holds a
+run is refused unless --resume or --overwrite says what to do with it, and a run locks its folder
+(.lock) while it trains, so a second process there is refused. A NaN or infinite loss stops the
+run before anything of that epoch is saved; SIGTERM ends it as Ctrl-C does (exit 143, resumable).
 
 This script is the driver; the flags and their defaults are train_config.TrainConfig, the loss
 and schedule training.py, the per-epoch work callbacks.py, the run folder's rules run_folder.py.
 """
 import argparse
+import gc
 import os
+import signal
 import sys
 from dataclasses import replace
 
@@ -31,12 +36,13 @@ import backend
 
 keras = backend.start_keras()  # a script: TensorFlow's start-up lines silenced before any keras import
 
-from callbacks import Backup, make_callbacks  # noqa: E402
-from cli import InputError, check_out_dir  # noqa: E402
+from callbacks import Backup, NonFiniteTraining, make_callbacks  # noqa: E402
+from cli import InputError, Terminated, check_out_dir, sigterm_interrupts  # noqa: E402
 from confidence_maps import ARCH_CODECS  # noqa: E402
 from figure_dataset import FigureFile  # noqa: E402
 from network import backbone_weights, build_model, count_flops, load_trained_model  # noqa: E402
-from run_folder import best_logged, check_resume, prepare_out_dir, trim_log, write_split  # noqa: E402
+from run_folder import (FolderLock, best_logged, check_new_run, check_resume, prepare_out_dir, trim_log,  # noqa: E402
+                        write_split)
 from train_config import BACKBONE_DEFAULTS, build_parser, config_argv, config_from_args  # noqa: E402
 from training import (FINAL_LR_FRACTION, baseline_pck, compile_model, init_from, make_datasets,  # noqa: E402
                       make_trainer, scaled_lr, warmup_steps)
@@ -54,19 +60,24 @@ def train(cfg, extra_callbacks=()):
     if cfg.resume:
         check_resume(cfg, facts)
     backup = Backup(os.path.join(cfg.out, "backup"))
-    trainer, start = start_run(cfg, train_ds, val_ds, facts, backup)
-    best = best_logged(trim_log(os.path.join(cfg.out, "log.csv"), start)) if cfg.resume else -float("inf")
-    if start >= cfg.epochs:
-        print(f"note: {cfg.out} has trained {start} epochs already (--epochs {cfg.epochs}); nothing to do",
-              flush=True)
-    baseline = baseline_pck(train_ds, val_ds)
-    describe_run(cfg, trainer, train_ds, val_ds, baseline)
-    callbacks = make_callbacks(cfg, train_ds, val_ds, baseline, backup, best)
-    fit_val = val_ds if cfg.distribute == "none" else val_ds.whole_batches((process, processes))
-    # shuffle=False: FigureBatches orders the figures itself, as f(seed, pass); Keras' own shuffle of
-    # the batch order draws from Python's global RNG, which a --resume cannot replay
-    return trainer.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, initial_epoch=start, shuffle=False,
-                       verbose=cfg.verbose, callbacks=list(extra_callbacks) + callbacks)
+    lock = FolderLock(cfg.out) if process == 0 else None  # the chief's; taken when the folder is made
+    try:
+        trainer, start = start_run(cfg, train_ds, val_ds, facts, backup, lock)
+        best = best_logged(trim_log(os.path.join(cfg.out, "log.csv"), start)) if cfg.resume else -float("inf")
+        if start >= cfg.epochs:
+            print(f"note: {cfg.out} has trained {start} epochs already (--epochs {cfg.epochs}); nothing to do",
+                  flush=True)
+        baseline = baseline_pck(train_ds, val_ds)
+        describe_run(cfg, trainer, train_ds, val_ds, baseline)
+        callbacks = make_callbacks(cfg, train_ds, val_ds, baseline, backup, best, peak_lr(cfg))
+        fit_val = val_ds if cfg.distribute == "none" else val_ds.whole_batches((process, processes))
+        # shuffle=False: FigureBatches orders the figures itself, as f(seed, pass); Keras' own shuffle of
+        # the batch order draws from Python's global RNG, which a --resume cannot replay
+        return trainer.fit(train_ds, validation_data=fit_val, epochs=cfg.epochs, initial_epoch=start,
+                           shuffle=False, verbose=cfg.verbose, callbacks=list(extra_callbacks) + callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def peak_lr(cfg):
@@ -74,10 +85,11 @@ def peak_lr(cfg):
     return cfg.lr or scaled_lr(cfg.batch_size)
 
 
-def start_run(cfg, train_ds, val_ds, facts, backup):
+def start_run(cfg, train_ds, val_ds, facts, backup, lock=None):
     """(compiled FigureTrainer, epochs already trained): the network built (from --init-weights if
-    given) under the distribution strategy, the run folder written, a --resume backup restored.
-    The run folder is written only now: a run refused before this writes nothing."""
+    given) under the distribution strategy, the run folder written and locked (`lock`, a FolderLock),
+    a --resume backup restored. The run folder is written only now: a run refused before this
+    writes nothing."""
     with backend.make_strategy(cfg.distribute):
         network = build_model(cfg.arch, train_ds.n_joints, train_ds.size, cfg.width, cfg.depth, cfg.backbone,
                               cfg.backbone_weights, train_batchnorm=cfg.backbone_batchnorm == "train")
@@ -86,7 +98,7 @@ def start_run(cfg, train_ds, val_ds, facts, backup):
         trainer = make_trainer(network, val_ds, ARCH_CODECS[cfg.arch], cfg.loss)
         compile_model(trainer, peak_lr(cfg), cfg.epochs * len(train_ds), cfg.lr_schedule, cfg.run_eagerly,
                       cfg.backbone_lr_scale)
-        prepare_out_dir(cfg, facts)
+        prepare_out_dir(cfg, facts, lock)
         write_split(cfg, train_ds, val_ds)
         start = backup.restore(trainer) if cfg.resume else 0
     return trainer, start
@@ -113,6 +125,7 @@ def check_inputs(cfg):
     """InputError (one line naming the flag) for the cheap mistakes, before any work; make_datasets
     and train() check what needs the data read (the split, joints, --resume against the run)."""
     check_out_dir(cfg.out)
+    check_new_run(cfg)
     try:
         for flag, path in (("--data", cfg.data), ("--val-data", cfg.val_data)):
             if path:
@@ -159,6 +172,8 @@ def parse_args(argv=None):
         known, _ = pre.parse_known_args(argv)
     parser.set_defaults(**BACKBONE_DEFAULTS.get(known.backbone, {}))
     args = parser.parse_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in --out, --overwrite deletes it: give one of them")
     if args.scale_min > args.scale_max:
         parser.error(f"--scale-min {args.scale_min:g} is above --scale-max {args.scale_max:g}")
     return args
@@ -166,21 +181,33 @@ def parse_args(argv=None):
 
 def main(argv=None):
     """Train from the command line; every user mistake and broken input ends as one line and exit 1
-    (usage mistakes: 2)."""
+    (usage mistakes: 2), and so does a run stopped at a non-finite loss. Ctrl-C and SIGTERM (a
+    scheduler's preemption) end alike: one line, the backups kept, exit 130 / 143 (128 + signal).
+
+    The exit comes after the except block: the exception's traceback holds the training's frames,
+    and with them TensorFlow's dataset iterator, which would otherwise be finalised at interpreter
+    shutdown with a warning line of its own."""
     args = parse_args(argv)
     cfg = config_from_args(args, terminal=sys.stdout.isatty())  # no progress bar in a log file
     try:
-        check_inputs(cfg)
-        if args.cpu_devices:
-            backend.set_cpu_devices(args.cpu_devices)
-        train(cfg)
-    except InputError as err:
-        sys.exit(f"model.py: error: {err}")
+        with sigterm_interrupts():
+            check_inputs(cfg)
+            if args.cpu_devices:
+                backend.set_cpu_devices(args.cpu_devices)
+            train(cfg)
+        return
+    except (InputError, NonFiniteTraining) as err:
+        message, status = f"model.py: error: {err}", None
     except OSError as err:  # e.g. a full disk mid-run: the backups written so far stay resumable
-        sys.exit(f"model.py: error: {err}; continue with --resume once fixed")
-    except KeyboardInterrupt:
-        sys.exit("model.py: interrupted; continue with --resume")
-
+        message, status = f"model.py: error: {err}; continue with --resume once fixed", None
+    except KeyboardInterrupt as err:
+        signum = signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT
+        message, status = f"model.py: interrupted ({signum.name}); continue with --resume", 128 + signum
+    gc.collect()  # the interrupted run's objects, while the interpreter can still finalise them
+    if status is None:
+        sys.exit(message)  # exit status 1, the message on stderr
+    print(message, file=sys.stderr, flush=True)
+    sys.exit(status)
 
 if __name__ == "__main__":
     main()

@@ -340,7 +340,8 @@ def preprocess_images(canvases_uint8):
 def load_trained_model(path):
     """A model saved by model.py (a .keras file), loaded without custom_objects.
 
-    Raises ValueError("<path> is not a figure-pose model ...") for anything else.
+    Raises ValueError("<path> is not a figure-pose model ...") for anything else, and for a
+    model whose weights hold a NaN or an infinity (every user of a .keras file loads it here).
     """
     if not os.path.isfile(path) or not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a figure-pose model (not a .keras file)")
@@ -354,6 +355,10 @@ def load_trained_model(path):
           and all(len(o) == 4 and o[1] == o[2] and shape[1] % o[1] == 0 for o in outs))
     if not ok:
         raise ValueError(f"{path} is not a figure-pose model (inputs {shape}, outputs {outs})")
+    bad = [w.path for w in model.weights if not np.isfinite(keras.ops.convert_to_numpy(w)).all()]
+    if bad:  # a run that diverged: its maps would be NaN, and score as a model that found nothing
+        raise ValueError(f"{path} holds NaN or infinite weights ({len(bad)} of {len(model.weights)} variables, first {bad[0]}): "
+                         "the run that saved it diverged; use an earlier checkpoint or train again")
     return model
 
 

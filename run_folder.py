@@ -4,15 +4,18 @@
     runs/NAME/split.json    the training and validation image ids (for evaluate.py --run)
     runs/NAME/log.csv       one row per finished epoch (Keras' CSVLogger), cut back on --resume
     runs/NAME/backup/       the training state after each epoch (callbacks.Backup)
+    runs/NAME/.lock         locked (fcntl) while a model.py process trains there (FolderLock)
 
 A run's identity is RUN_IDENTITY plus the data's facts: --resume refuses to change them.
-Every file here is written atomically (atomic.write_atomic), so a kill never leaves half of one.
+A folder that holds a run (RUN_MARKS) takes a new one only with --overwrite, and never while
+another process trains there. Every file here is written atomically (atomic.write_atomic), so
+a kill never leaves half of one.
 """
 import csv
+import fcntl
 import io
 import json
 import os
-import shutil
 from dataclasses import asdict
 
 import numpy as np
@@ -25,6 +28,64 @@ from cli import InputError
 # Everything else (--epochs, --workers, --lr, ...) may change.
 RUN_IDENTITY = ("data", "val_data", "arch", "size", "width", "depth", "loss", "backbone",
                 "backbone_batchnorm", "seed")
+# What makes a folder a run's (and any *.keras); a new run there needs --resume or --overwrite.
+RUN_MARKS = ("config.json", "log.csv", "backup")
+# What --overwrite (a new run in an old run's folder) deletes first: the old run's outputs.
+RUN_OUTPUTS = ("backup", "log.csv", "best.keras", "last.keras", "curves.png", "eval", "tb", "split.json")
+
+
+def run_files(folder):
+    """The names in `folder` that show a run is there (RUN_MARKS, *.keras), sorted; [] if none."""
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(n for n in names if n in RUN_MARKS or n.endswith(".keras"))
+
+
+def check_new_run(cfg):
+    """InputError unless cfg.out may take this run: it holds no run, or --resume or --overwrite says
+    what to do with the one there (a new run would silently replace its backup, log and checkpoints)."""
+    found = [] if cfg.resume or cfg.overwrite else run_files(cfg.out)
+    if found:
+        raise InputError(f"--out {cfg.out} holds a run ({', '.join(found)}): continue it with --resume, "
+                         "start afresh there with --overwrite (deletes it), or give another --out")
+
+
+class FolderLock:
+    """An exclusive lock on FOLDER/.lock while a run trains there, so that a second model.py into the
+    same folder (with --resume or --overwrite too) is refused instead of writing the same files.
+
+    flock(2): the kernel drops it when the process ends, however it ends (kill -9 too), so no
+    stale lock is left; `release` drops it earlier (a run in a test process). The file holds the
+    owner's pid for the message; it is never deleted (deleting a lock file races)."""
+
+    NAME = ".lock"
+
+    def __init__(self, folder):
+        self.folder, self.fd = folder, None
+
+    def acquire(self):
+        """Take the lock (the folder must exist); InputError naming the owner's pid if a live run holds it.
+        A file system without flock gets a note and no lock."""
+        fd = os.open(os.path.join(self.folder, self.NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise InputError(f"--out {self.folder} is in use by another model.py run, still training there "
+                             f"(pid {owner}): let it end or stop it, or give another --out") from None
+        except OSError as err:
+            os.close(fd)
+            print(f"note: cannot lock {self.folder} ({err.strerror or err}); a second run into it would not be "
+                  "refused", flush=True)
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def read_run_config(cfg):
@@ -60,14 +121,19 @@ def check_resume(cfg, facts):
                          "resume with the run's flags, or train into another --out")
 
 
-def prepare_out_dir(cfg, facts):
-    """Create cfg.out and write config.json (the TrainConfig with the data's facts, for --resume to
-    compare); without --resume, clear an old backup/ and log.csv so the run starts fresh."""
+def prepare_out_dir(cfg, facts, lock=None):
+    """Create cfg.out, take its `lock` (a FolderLock; None: a worker's own folder), check again that it
+    may take this run (another process may have started one since check_new_run), and write
+    config.json (the TrainConfig with the data's facts, for --resume to compare). Without --resume,
+    the old run's outputs (RUN_OUTPUTS; --overwrite) are deleted first, so the run starts fresh."""
     try:
         os.makedirs(cfg.out, exist_ok=True)
+        if lock is not None:
+            lock.acquire()
+        check_new_run(cfg)
         if not cfg.resume:
-            shutil.rmtree(os.path.join(cfg.out, "backup"), ignore_errors=True)
-            remove_path(os.path.join(cfg.out, "log.csv"))
+            for name in RUN_OUTPUTS:
+                remove_path(os.path.join(cfg.out, name))
         write_json(os.path.join(cfg.out, "config.json"), {**asdict(cfg), **facts}, indent=1)
     except OSError as err:
         raise InputError(f"cannot create --out {cfg.out} ({err.strerror or err})") from None

@@ -100,7 +100,11 @@ class TrainConfig:
                                   "(no run there), or when a flag that changes the model or the data differs from "
                                   f"the run's ({', '.join('--' + k.replace('_', '-') for k in RUN_IDENTITY)}); "
                                   "others, e.g. --epochs to train longer, may change. With no backup yet (killed "
-                                  "in its first epoch) it starts at epoch 0, with a note")
+                                  "in its first epoch) it starts at epoch 0, with a note. Like every run, refused while "
+                                  "another model.py process trains in --out")
+    overwrite: bool = setting(False, "start afresh in an --out that holds a run (its config.json, log.csv, "
+                                     "backup/ or a .keras), deleting that run's checkpoints, log, backups and "
+                                     "pictures; without it (or --resume) such an --out is refused")
     mixed_precision: bool = setting(False, "float16 (GPU) / bfloat16 (CPU) compute")
     run_eagerly: bool = setting(False, "debugging: run each training step op by op in Python (Keras' run_eagerly), "
                                        "so a breakpoint or print in the step works; no graph is traced, so a run of "
@@ -170,9 +174,9 @@ def config_from_args(args, terminal: bool) -> TrainConfig:
     return TrainConfig(**values, augment=augment, verbose=2 if args.quiet or not terminal else 1)
 
 
-# config.json keys that are no flag: the data's facts (checked by --resume), the run's own folder
-# and --resume (a reproduction starts afresh in a new --out).
-CONFIG_NOT_FLAGS = ("joints", "input_size", "out", "resume")
+# config.json keys that are no flag: the data's facts (checked by --resume), the run's own folder,
+# --resume and --overwrite (a reproduction starts afresh in a new --out).
+CONFIG_NOT_FLAGS = ("joints", "input_size", "out", "resume", "overwrite")
 
 
 def config_argv(path):

@@ -70,7 +70,8 @@ def run_fold(args, figures, sidecar, val_images, fold):
     checkpoint = os.path.join(out, "run", args.checkpoint)
     if not (args.reuse and os.path.exists(checkpoint)):
         run(["model.py", "--data", train_path, "--val-data", val_path, "--out", os.path.join(out, "run"),
-             "--seed", str(args.seed), "--quiet", *args.model_args], os.path.join(out, "train.log"))
+             "--overwrite", "--seed", str(args.seed), "--quiet", *args.model_args],  # a fold of an earlier --out
+            os.path.join(out, "train.log"))
     seconds = time.time() - started
     gt = ["--coco-root", args.coco_root, "--split", args.split] if args.coco_root else []
     run(["evaluate.py", "--model", checkpoint, "--data", val_path, "--train-data", train_path,

@@ -37,7 +37,7 @@ fi
 env "${check[@]}" WORK=/tmp/gpu_check timeout 200 bash benchmarks/gpu_check.sh
 echo "== model.py on the same figures, 3 epochs (the first compiles)" | tee "$OUT/model.log"
 timeout 90 $PY model.py --data /tmp/gpu_check/coco.npy --out /tmp/gpu_model_run "${run[@]}" --epochs 3 \
-    --mixed-precision --quiet 2>&1 | tee -a "$OUT/model.log"
+    --mixed-precision --overwrite --quiet 2>&1 | tee -a "$OUT/model.log"
 env "${slice[@]}" BUDGET=$((DEADLINE - SECONDS)) COCO_SAMPLE="${COCO_SAMPLE:?set COCO_SAMPLE}" \
     bash benchmarks/gpu_real_slice.sh
 echo "session done in $SECONDS s"

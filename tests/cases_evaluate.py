@@ -35,6 +35,18 @@ CASES = [
          1, r"--model .* predicts 13 joints but --data .*coco17\.npy has 17"),
     Case("--oracle with --model", EV, ["--oracle", "--model", "{model}", "--data", "{data}", "--out", "{out}"], 2,
          r"--oracle evaluates the stored maps: give no --model"),
+    Case("model with a NaN weight, --data", EV, ["--model", "{nan_model}", "--data", "{data}", "--out", "{out}"], 1,
+         r"nan_model\.keras holds NaN or infinite weights \(1 of \d+ variables, first .*kernel\): the run that "
+         r"saved it diverged"),
+    Case("model with a NaN weight, --images", EV, ["--model", "{nan_model}", "--images", "{photo}", "--out", "{out}"],
+         1, r"nan_model\.keras holds NaN or infinite weights"),
+    Case("model with a NaN weight, --export", EV, ["--model", "{nan_model}", "--export", "tflite", "--out", "{out}"],
+         1, r"nan_model\.keras holds NaN or infinite weights"),
+    Case("model whose maps overflow, --data", EV, ["--model", "{overflow_model}", "--data", "{data}", "--pictures", "0",
+                                                 "--quiet", "--out", "{out}"], 1,
+         r"--model predicts NaN or infinite maps for \d+ of \d+ figures: it overflows", ("{out}/metrics.json",)),
+    Case("model whose maps overflow, --images", EV, IMAGES[:1] + ["{overflow_model}"] + IMAGES[2:] + ["--out", "{out}"],
+         1, r"--model predicts NaN or infinite maps for 1 of 1 figures", ("{out}/predictions.json",)),
     # --data / --train-data
     Case("data missing", EV, EVAL[:2] + ["{tmp}/none.npy", "--out", "{out}"], 1, r"--data .*none\.npy not found"),
     Case("data is an empty file", EV, ["--oracle", "--data", "{empty_file}", "--out", "{out}"], 1,
@@ -173,6 +185,13 @@ def build_models(tmp):
     import keras
     image = keras.Input((96, 96, 3))
     keras.Model(image, keras.layers.Conv2D(5, 1, strides=4)(image)).save(paths["model5"])
+    weights = network.build_model(size=96, width=0.25).get_weights()
+    for name, first_kernel in (("nan_model", np.where(np.arange(weights[0].size) == 5, np.nan, weights[0].ravel())),
+                               ("overflow_model", np.full(weights[0].size, 3e38))):  # finite, but its maps are not
+        model = network.build_model(size=96, width=0.25)
+        model.set_weights([first_kernel.reshape(weights[0].shape).astype("float32"), *weights[1:]])
+        paths[name] = tmp / f"{name}.keras"
+        model.save(paths[name])
     paths["notes_keras"] = write(tmp / "notes.keras", "not a model\n")
     paths["foreign_keras"] = tmp / "foreign.keras"
     with zipfile.ZipFile(paths["foreign_keras"], "w") as z:

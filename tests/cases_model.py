@@ -1,7 +1,8 @@
 """model.py's rows of the bad-input table (tests/test_bad_inputs.py) and the files they name.
 
-Every row fails before any training starts (so the rows are quick), leaves no --out behind,
-and a refused --resume leaves the run folder {run} exactly as it was (`check_after`).
+Every row but one fails before any training starts (so the rows are quick) and leaves no --out
+behind; the one that trains (--lr 1e6) stops at its first NaN loss and leaves no checkpoint.
+A refused run into the run folder {run} leaves it exactly as it was (`check_after`).
 """
 import os
 from pathlib import Path
@@ -82,6 +83,17 @@ CASES = [
          r"--out .*a_file/run: .*a_file is a file", ()),
     Case("out cannot be created", MD, ["--data", "{data}", *TINY, "--out", "/proc/no/run"], 1,
          r"cannot create --out /proc/no/run", ("/proc/no/run",)),
+    Case("out holds a run", MD, RUN[:-1] + ["{run}"], 1,
+         r"--out .*run holds a run \(backup, best\.keras, config\.json, last\.keras, log\.csv\): continue it with "
+         r"--resume, start afresh there with --overwrite \(deletes it\), or give another --out", ()),
+    Case("resume and overwrite", MD, RESUME + ["--overwrite"], 2,
+         r"--resume continues the run in --out, --overwrite deletes it: give one of them", ()),
+    # a run that diverges
+    Case("lr 1e6: NaN loss", MD, RUN + ["--lr", "1e6", "--run-eagerly"], 1,
+         r"the training loss became nan in epoch 1/1, step \d/2; training stopped, nothing saved: no epoch had "
+         r"finished\. Likely causes: a learning rate too high \(peak lr 1e\+06\), float16 overflow "
+         r"\(--mixed-precision\) or bad data; continue with --resume and a lower --lr",
+         ("{out}/best.keras", "{out}/last.keras", "{out}/backup")),
     # --resume
     Case("resume: no such run", MD, RESUME[:-3] + ["--out", "{out}", "--resume"], 1,
          r"--resume: .*out holds no run to resume \(no config\.json\)"),

@@ -14,12 +14,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = REPO.parent / "shared" / "data" / "coco-sample"
 # The files that take 20 s or more, longest first (`pytest --durations=0` at 11903be, summed per
-# file: 288, 205, 98, 84, 62, 57, 32, 25 and 23 s on 2 cores). `make test` (pytest-xdist --dist
-# loadfile --no-loadscope-reorder) hands whole files to its workers in collection order, so
-# these start first and the last files handed out are short ones: no worker waits long at the
-# end for the other (longest-first scheduling).
+# file: 288, 205, 98, 84, 62, 57, 32, 25 and 23 s on 2 cores; test_stops.py, added since, about
+# 30 s). `make test` (pytest-xdist --dist loadfile --no-loadscope-reorder) hands whole files to its
+# workers in collection order, so these start first and the last files handed out are short ones:
+# no worker waits long at the end for the other (longest-first scheduling).
 LONG_FILES = ("test_end_to_end.py", "test_devices.py", "test_model.py", "test_resume.py", "test_bad_inputs.py",
-              "test_evaluate.py", "test_training.py", "test_run_folder.py", "test_photos.py")
+              "test_evaluate.py", "test_training.py", "test_stops.py", "test_run_folder.py", "test_photos.py")
 
 
 def pytest_configure(config):
