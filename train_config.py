@@ -75,7 +75,7 @@ class TrainConfig:
     width: float = setting(0.5, "channel multiplier (> 0; 0.5: 0.37 M parameters, 1: 1.47 M)", number(0, above=True))
     depth: int = setting(1, "residual blocks per stage (>= 1; scales depth)", int_in(1))
     backbone: str | None = setting(None, "a pretrained encoder for the simple network's decoder: mobilenet_v2 "
-                                         "(keras.applications' MobileNetV2, fine-tuned end to end; 2.7 M parameters "
+                                         "(keras.applications' MobileNetV2, fine-tuned end to end; 2.2 M parameters "
                                          "at --width 0.5). It brings its own defaults for the flags it changes "
                                          "(README \"Transfer learning\"); flags given win", choices=BACKBONES)
     backbone_weights: str = setting("imagenet", "the --backbone's starting weights: imagenet (Keras downloads the "
