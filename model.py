@@ -43,7 +43,7 @@ from figure_dataset import FigureFile  # noqa: E402
 from network import backbone_weights, build_model, count_flops, load_trained_model  # noqa: E402
 from run_folder import (FolderLock, best_logged, check_new_run, check_resume, prepare_out_dir, trim_log,  # noqa: E402
                         write_split)
-from train_config import BACKBONE_DEFAULTS, build_parser, config_argv, config_from_args  # noqa: E402
+from train_config import build_parser, config_argv, config_from_args  # noqa: E402
 from training import (FINAL_LR_FRACTION, baseline_pck, compile_model, init_from, make_datasets,  # noqa: E402
                       make_trainer, scaled_lr, warmup_steps)
 
@@ -153,14 +153,12 @@ def parse_args(argv=None):
     """Command-line flags -> argparse.Namespace; a usage mistake exits 2 with one line.
 
     With --config runs/NAME/config.json, the run's flags come first and the command line's
-    own flags override them (--out must be given: a new folder for the new run). A --backbone
-    brings its own defaults (train_config.BACKBONE_DEFAULTS) for the flags not given."""
+    own flags override them (--out must be given: a new folder for the new run)."""
     parser = build_parser("model.py", __doc__.split("\n\n")[0])
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--out")
-    pre.add_argument("--backbone")
     known, _ = pre.parse_known_args(argv)
     if known.config:
         if not known.out:
@@ -169,8 +167,6 @@ def parse_args(argv=None):
             argv = config_argv(known.config) + argv
         except ValueError as err:
             parser.error(str(err))
-        known, _ = pre.parse_known_args(argv)
-    parser.set_defaults(**BACKBONE_DEFAULTS.get(known.backbone, {}))
     args = parser.parse_args(argv)
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in --out, --overwrite deletes it: give one of them")

@@ -41,12 +41,6 @@ def setting(default, help, type=None, choices=None, flag=None):  # noqa: A002 - 
     return field(default=default, metadata={"help": help, "type": type, "choices": choices, "flag": flag})
 
 
-# The flags whose default a --backbone changes (model.py's parser takes them as its defaults when
-# --backbone is given; flags on the command line win). Measured on the real slice: README
-# "Transfer learning".
-BACKBONE_DEFAULTS = {"mobilenet_v2": {}}
-
-
 @dataclass
 class TrainConfig:
     """Everything a training run depends on; model.py's flags are made from these fields."""
@@ -76,15 +70,16 @@ class TrainConfig:
     depth: int = setting(1, "residual blocks per stage (>= 1; scales depth)", int_in(1))
     backbone: str | None = setting(None, "a pretrained encoder for the simple network's decoder: mobilenet_v2 "
                                          "(keras.applications' MobileNetV2, fine-tuned end to end; 2.2 M parameters "
-                                         "at --width 0.5). It brings its own defaults for the flags it changes "
-                                         "(README \"Transfer learning\"); flags given win", choices=BACKBONES)
+                                         "at --width 0.5); the --backbone-* flags' defaults are the best measured on "
+                                         "a few hundred real figures (docs/training.md, Transfer learning)",
+                                   choices=BACKBONES)
     backbone_weights: str = setting("imagenet", "the --backbone's starting weights: imagenet (Keras downloads the "
                                                 "official file once into ~/.keras/models), none (random), or the "
                                                 "path of a MobileNetV2 .weights.h5 file")
-    backbone_lr_scale: float = setting(1.0, "the --backbone encoder's learning rate as a fraction of --lr (0-1)",
-                                       number(0, 1))
+    backbone_lr_scale: float = setting(0.1, "the --backbone encoder's learning rate as a fraction of --lr (0-1; the "
+                                            "decoder's is --lr)", number(0, 1))
     backbone_batchnorm: str = setting("frozen", "the --backbone encoder's BatchNorm: frozen (its ImageNet "
-                                                "statistics, inference mode) or train (batch statistics)",
+                                                "statistics and scales, inference mode) or train (batch statistics)",
                                       choices=("frozen", "train"))
     init_weights: str | None = setting(None, "fine-tuning: start from the weights of a model.py .keras file of the "
                                              "same --arch, --size, --width and --depth (e.g. one trained on the "
