@@ -32,10 +32,11 @@ import math
 import os
 import sys
 
-from cli import HelpFormatter, InputError, OneLineParser, check_out_dir, int_in, number, split_name
-from evaluation import apply_run, load_figures_checked, print_table, run_evaluation  # run_sample.sh uses print_table
-from inference import REFINES, export_model, load_model_checked
-from photos import list_images, load_box_annotations, run_inference
+from figure_pose.core.cli import HelpFormatter, InputError, OneLineParser, check_out_dir, int_in, number, split_name
+from figure_pose.evaluation.evaluation import (apply_run, load_figures_checked,  # run_sample.sh uses print_table
+                                               print_table, run_evaluation)
+from figure_pose.evaluation.inference import REFINES, export_model, load_model_checked
+from figure_pose.evaluation.photos import list_images, load_box_annotations, run_inference
 
 
 def parse_bbox(text):
