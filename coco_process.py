@@ -26,11 +26,12 @@ occluded joints guessed beyond the person's bbox and its frame).
 
 Sidecar consistency: the sidecar names the data file it describes (size and CRC-32); a
 kill between writing it and the rename is visible and `--resume` finishes the run (see
-figure_writer.py, which writes coco.npy).
+figure_pose/data/figure_writer.py, which writes coco.npy).
 
-This script is the per-image pipeline and its command line; the library modules it drives:
-figure_plan.py (which persons become figures, from the JSON alone), figures.py (crop geometry,
-record format), confidence_maps.py (the maps), figure_writer.py (coco.npy and --resume).
+This script is the per-image pipeline and its command line; the library modules it drives, in
+figure_pose/: data/figure_plan.py (which persons become figures, from the JSON alone),
+core/figures.py (crop geometry, record format), core/confidence_maps.py (the maps),
+data/figure_writer.py (coco.npy and --resume).
 """
 import contextlib
 import os

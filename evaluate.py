@@ -23,9 +23,10 @@ mapped back to the photo with figures.invert_affine of the record's stored affin
 PCK@0.05 of about 1, which proves that the crop geometry, the map rendering, the decoder
 and the inverse transform agree with pycocotools.
 
-This file is the command line only. The work: evaluation.py (the evaluation run, run
-folders, the table), coco_eval.py (COCO formats, AP/AR, OKS), inference.py (models, exports,
-the oracle, decoding), photos.py (--images), pictures.py (the pictures).
+This file is the command line only. The work, in figure_pose/evaluation/: evaluation.py (the
+evaluation run, run folders, the table), coco_eval.py (COCO formats, AP/AR, OKS), inference.py
+(models, exports, the oracle, decoding), photos.py (--images); and figure_pose/core/pictures.py
+(the pictures).
 """
 import argparse
 import math
