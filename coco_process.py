@@ -26,11 +26,12 @@ occluded joints guessed beyond the person's bbox and its frame).
 
 Sidecar consistency: the sidecar names the data file it describes (size and CRC-32); a
 kill between writing it and the rename is visible and `--resume` finishes the run (see
-figure_writer.py, which writes coco.npy).
+figure_pose/data/figure_writer.py, which writes coco.npy).
 
-This script is the per-image pipeline and its command line; the library modules it drives:
-figure_plan.py (which persons become figures, from the JSON alone), figures.py (crop geometry,
-record format), confidence_maps.py (the maps), figure_writer.py (coco.npy and --resume).
+This script is the per-image pipeline and its command line; the library modules it drives, in
+figure_pose/: data/figure_plan.py (which persons become figures, from the JSON alone),
+core/figures.py (crop geometry, record format), core/confidence_maps.py (the maps),
+data/figure_writer.py (coco.npy and --resume).
 """
 import contextlib
 import os
@@ -43,14 +44,14 @@ from multiprocessing import get_context
 import cv2
 import numpy as np
 
-from cli import InputError, OneLineParser, int_in, number, progress, split_name
-from coco_io import annotation_path, load_coco_annotations, person_mask, read_image
-from confidence_maps import STRIDE, labelled_with_map, quantise_maps, render_confidence_maps
-from figure_plan import canvas_keypoints, first_tasks_for, plan_work, skipping_object_hook
-from figure_writer import FigureWriter, check_writable
-from figures import (bbox_mask, canvas_image, crop_to_record, figure_dtype, joint_names, open_figures,
-                     render_figure)
-from pictures import draw_skeleton, save_png
+from figure_pose.core.cli import InputError, OneLineParser, int_in, number, progress, split_name
+from figure_pose.core.confidence_maps import STRIDE, labelled_with_map, quantise_maps, render_confidence_maps
+from figure_pose.core.figures import (bbox_mask, canvas_image, crop_to_record, figure_dtype, joint_names, open_figures,
+                                      render_figure)
+from figure_pose.core.pictures import draw_skeleton, save_png
+from figure_pose.data.coco_io import annotation_path, load_coco_annotations, person_mask, read_image
+from figure_pose.data.figure_plan import canvas_keypoints, first_tasks_for, plan_work, skipping_object_hook
+from figure_pose.data.figure_writer import FigureWriter, check_writable
 
 
 # ----------------------------------------------------------------------------- figures

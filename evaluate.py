@@ -23,19 +23,21 @@ mapped back to the photo with figures.invert_affine of the record's stored affin
 PCK@0.05 of about 1, which proves that the crop geometry, the map rendering, the decoder
 and the inverse transform agree with pycocotools.
 
-This file is the command line only. The work: evaluation.py (the evaluation run, run
-folders, the table), coco_eval.py (COCO formats, AP/AR, OKS), inference.py (models, exports,
-the oracle, decoding), photos.py (--images), pictures.py (the pictures).
+This file is the command line only. The work, in figure_pose/evaluation/: evaluation.py (the
+evaluation run, run folders, the table), coco_eval.py (COCO formats, AP/AR, OKS), inference.py
+(models, exports, the oracle, decoding), photos.py (--images); and figure_pose/core/pictures.py
+(the pictures).
 """
 import argparse
 import math
 import os
 import sys
 
-from cli import HelpFormatter, InputError, OneLineParser, check_out_dir, int_in, number, split_name
-from evaluation import apply_run, load_figures_checked, print_table, run_evaluation  # run_sample.sh uses print_table
-from inference import REFINES, export_model, load_model_checked
-from photos import list_images, load_box_annotations, run_inference
+from figure_pose.core.cli import HelpFormatter, InputError, OneLineParser, check_out_dir, int_in, number, split_name
+from figure_pose.evaluation.evaluation import (apply_run, load_figures_checked,  # run_sample.sh uses print_table
+                                               print_table, run_evaluation)
+from figure_pose.evaluation.inference import REFINES, export_model, load_model_checked
+from figure_pose.evaluation.photos import list_images, load_box_annotations, run_inference
 
 
 def parse_bbox(text):

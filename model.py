@@ -32,20 +32,20 @@ import signal
 import sys
 from dataclasses import replace
 
-import backend
+from figure_pose.core import backend
 
 keras = backend.start_keras()  # a script: TensorFlow's start-up lines silenced before any keras import
 
-from callbacks import Backup, NonFiniteTraining, make_callbacks  # noqa: E402
-from cli import InputError, Terminated, check_out_dir, sigterm_interrupts  # noqa: E402
-from confidence_maps import ARCH_CODECS  # noqa: E402
-from figure_dataset import FigureFile  # noqa: E402
-from network import backbone_weights, build_model, count_flops, load_trained_model  # noqa: E402
-from run_folder import (FolderLock, best_logged, check_new_run, check_resume, prepare_out_dir, trim_log,  # noqa: E402
-                        write_split)
-from train_config import build_parser, config_argv, config_from_args  # noqa: E402
-from training import (FINAL_LR_FRACTION, baseline_pck, compile_model, init_from, make_datasets,  # noqa: E402
-                      make_trainer, scaled_lr, warmup_steps)
+from figure_pose.core.cli import InputError, Terminated, check_out_dir, sigterm_interrupts  # noqa: E402
+from figure_pose.core.confidence_maps import ARCH_CODECS  # noqa: E402
+from figure_pose.data.figure_dataset import FigureFile  # noqa: E402
+from figure_pose.training.callbacks import Backup, NonFiniteTraining, make_callbacks  # noqa: E402
+from figure_pose.training.network import backbone_weights, build_model, count_flops, load_trained_model  # noqa: E402
+from figure_pose.training.run_folder import (FolderLock, best_logged, check_new_run, check_resume,  # noqa: E402
+                                             prepare_out_dir, trim_log, write_split)
+from figure_pose.training.train_config import build_parser, config_argv, config_from_args  # noqa: E402
+from figure_pose.training.training import (FINAL_LR_FRACTION, baseline_pck, compile_model, init_from,  # noqa: E402
+                                           make_datasets, make_trainer, scaled_lr, warmup_steps)
 
 
 def train(cfg, extra_callbacks=()):

@@ -616,7 +616,7 @@ def make_synthetic_coco(out_dir, n_images=200, split="train2017", seed=0, size=(
 def random_figures_file(path, n=16, size=320, n_joints=13, seed=0):
     """A small `coco.npy` of n random-noise figures (2 per image) with every joint labelled
     inside the canvas: for tests and benchmarks that need the file format, not people."""
-    from figures import figure_dtype
+    from figure_pose.core.figures import figure_dtype
     rng = np.random.default_rng(seed)
     records = np.zeros(n, dtype=figure_dtype(n_joints, size))
     records["image_id"] = np.arange(n) // 2

@@ -41,11 +41,11 @@ def measure(name, size, args, data, tmp):
     """{parameters, gflops, train figures/s, tflite ms} of one network at one input size."""
     import keras
 
-    import inference
-    import network as N
-    import training as T
-    from confidence_maps import ARCH_CODECS
-    from figure_dataset import Augment, FigureBatches
+    from figure_pose.evaluation import inference
+    import figure_pose.training.network as N
+    import figure_pose.training.training as T
+    from figure_pose.core.confidence_maps import ARCH_CODECS
+    from figure_pose.data.figure_dataset import Augment, FigureBatches
     keras.utils.set_random_seed(0)
     network = N.build_model("simple", 13, size, args.width, **NETWORKS[name])
     batches = FigureBatches(data, batch_size=args.batch_size, size=size, augment=Augment(), steps=10 ** 6)
@@ -73,7 +73,7 @@ def main():
     p.add_argument("--steps", type=int, default=30, help="timed training steps")
     p.add_argument("--runs", type=int, default=50, help="timed TFLite calls")
     args = p.parse_args()
-    import backend
+    from figure_pose.core import backend
     backend.start_keras()
     from synthetic_coco import random_figures_file
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,16 +16,16 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import backend  # noqa: E402
+from figure_pose.core import backend  # noqa: E402
 
 keras = backend.start_keras()
 
-from callbacks import StopOnNonFinite  # noqa: E402
-from confidence_maps import ARCH_CODECS  # noqa: E402
-from network import build_model  # noqa: E402
+from figure_pose.core.confidence_maps import ARCH_CODECS  # noqa: E402
+from figure_pose.training.callbacks import StopOnNonFinite  # noqa: E402
+from figure_pose.training.network import build_model  # noqa: E402
 from synthetic_coco import random_figures_file  # noqa: E402
-from train_config import TrainConfig  # noqa: E402
-from training import compile_model, make_datasets, make_trainer  # noqa: E402
+from figure_pose.training.train_config import TrainConfig  # noqa: E402
+from figure_pose.training.training import compile_model, make_datasets, make_trainer  # noqa: E402
 
 
 def ms_per_step(trainer, data, callbacks):

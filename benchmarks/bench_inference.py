@@ -47,10 +47,10 @@ def main():
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    import inference
+    from figure_pose.evaluation import inference
     model_lib = inference.import_network()
     import tensorflow as tf
-    from confidence_maps import decode_keypoints
+    from figure_pose.core.confidence_maps import decode_keypoints
     model = model_lib.load_trained_model(args.model) if args.model else model_lib.build_model()
     size = int(model.inputs[0].shape[1])
     canvas = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)

@@ -26,14 +26,14 @@ class OldHostBatches:
     n_outputs copies of a (B, M, M, 2J) target (maps in [-1, 1], then the labelled mask)."""
 
     def __init__(self, batches, stride=4, n_outputs=3):
-        from figures import open_figures
+        from figure_pose.core.figures import open_figures
         self.batches, self.stride, self.n_outputs = batches, stride, n_outputs
         self.figures = open_figures(batches.path)
 
     def __call__(self, index):
-        from confidence_maps import render_confidence_maps
-        from figure_dataset import reference_augment
-        from figures import canvas_image
+        from figure_pose.core.confidence_maps import render_confidence_maps
+        from figure_pose.core.figures import canvas_image
+        from figure_pose.data.figure_dataset import reference_augment
         b = self.batches
         params = b.augmentation(index, b.batch_size)
         images, maps, masks = [], [], []
@@ -54,7 +54,7 @@ def make_batches(path, size, batch_size, workers, steps, old=False):
     """A PyDataset of `steps` augmented training batches: the new one, or the old host pipeline."""
     import keras
 
-    from figure_dataset import Augment, FigureBatches
+    from figure_pose.data.figure_dataset import Augment, FigureBatches
     new = FigureBatches(path, batch_size=batch_size, size=size, augment=Augment(), seed=0,
                         steps=steps, workers=workers, max_queue_size=max(10, 2 * workers))
     if not old:

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from pictures import write_eval_pngs  # noqa: E402
+from figure_pose.core.pictures import write_eval_pngs  # noqa: E402
 
 
 def time_epoch_pictures(figures: int, size: int, repeats: int, folder: str) -> float:

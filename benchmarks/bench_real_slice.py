@@ -31,7 +31,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from figures import figure_joint_names, open_figures, read_sidecar  # noqa: E402
+from figure_pose.core.figures import figure_joint_names, open_figures, read_sidecar  # noqa: E402
 
 
 def image_folds(image_ids, folds, seed):
@@ -92,7 +92,7 @@ def pooled_ap(rows, args, names):
     else the mean of the folds' approximate APs (ground truth rebuilt from the figures)."""
     if not args.coco_root:
         return float(np.mean([r["ap"] for r in rows])), float(np.mean([r["baseline"]["ap"] for r in rows]))
-    import coco_eval
+    from figure_pose.evaluation import coco_eval
     annotations = coco_eval.load_annotations(args.coco_root, args.split)
     gt = coco_eval.gt_dataset_from_annotations(annotations, sum((r["annotation_ids"] for r in rows), []), names)
     return coco_eval.coco_keypoint_eval(gt, sum((r["results"] for r in rows), []), names)[0]["ap"], None

@@ -26,7 +26,7 @@ sys.path.insert(0, REPO)
 def sparse_figures_file(path, n, size=320, seed=0):
     """A coco.npy of n records whose small fields are set (4 figures per image, every joint
     labelled) and whose crops and maps are left as holes in a sparse file."""
-    from figures import figure_dtype
+    from figure_pose.core.figures import figure_dtype
     rng = np.random.default_rng(seed)
     records = np.lib.format.open_memmap(path, mode="w+", dtype=figure_dtype(13, size), shape=(n,))
     for start in range(0, n, 1000):

@@ -30,11 +30,11 @@ def make_step(arch, size, width, batch, data, input_path, workers):
     """(model, loader iterator, train step, validation step or None) for one configuration."""
     import keras
 
-    import network as N
-    import training as T
+    import figure_pose.training.network as N
+    import figure_pose.training.training as T
     from bench_input import OldHostBatches
-    from confidence_maps import ARCH_CODECS
-    from figure_dataset import Augment, FigureBatches
+    from figure_pose.core.confidence_maps import ARCH_CODECS
+    from figure_pose.data.figure_dataset import Augment, FigureBatches
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
     batches = FigureBatches(data, batch_size=batch, size=size, augment=Augment(), steps=10 ** 6,
@@ -70,7 +70,7 @@ def OldJointMSE():  # noqa: N802 - a loss factory, named like the class it build
     """The old loss signature: y_true (B, M, M, 2J) = J target maps then J mask channels."""
     import keras
 
-    import training as T
+    import figure_pose.training.training as T
     fg = T.make_loss("fg_mse")
 
     class Old(keras.losses.Loss):
@@ -84,8 +84,8 @@ def measure(arch, size, batch, steps, warmup, width, data, input_path, workers, 
     """One configuration in this process: dict of params, GFLOPs, figures/s, input wait, peak RSS."""
     import keras
 
-    import backend
-    import network as N
+    from figure_pose.core import backend
+    import figure_pose.training.network as N
     keras.mixed_precision.set_dtype_policy(backend.dtype_policy(mixed))
     setup = time.perf_counter()
     network, batches, step, validate = make_step(arch, size, width, batch, data, input_path, workers)

@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from atomic import write_atomic, write_json  # noqa: E402
-from figures import open_figures, read_sidecar  # noqa: E402
+from figure_pose.core.atomic import write_atomic, write_json  # noqa: E402
+from figure_pose.core.figures import open_figures, read_sidecar  # noqa: E402
 
 
 def line_art(rgb_uint8, sigma=1.0, k=1.6, threshold=4.0):

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from bad_input_table import Case
-from figures import open_figures, read_sidecar
+from figure_pose.core.figures import open_figures, read_sidecar
 
 OUT = "out.npy"  # the name of {out} in each row's folder
 CP = "coco_process"

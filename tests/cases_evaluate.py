@@ -178,7 +178,7 @@ def build_data(tmp):
 
 def build_models(tmp):
     """A tiny model of ours, a model of 5 joints, a text file and a foreign zip named .keras."""
-    from inference import import_network
+    from figure_pose.evaluation.inference import import_network
     network = import_network()
     paths = {"model": tmp / "tiny.keras", "model5": tmp / "model5.keras"}
     network.build_model(size=96, width=0.25).save(paths["model"])

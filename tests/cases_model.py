@@ -12,8 +12,8 @@ from test_figure_dataset import write_figures
 
 from synthetic_coco import random_figures_file
 
-import network as N
-from train_config import TrainConfig
+import figure_pose.training.network as N
+from figure_pose.training.train_config import TrainConfig
 
 import model as M
 

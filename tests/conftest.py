@@ -102,7 +102,7 @@ def small_config(data, out, **kw):
     """A TrainConfig of a few seconds' run on tiny_data (64 px, width 0.25, 3 epochs x 2 steps of 4),
     run eagerly: tracing the training graph would take most of such a run (the real-length runs,
     the demo and the default recipe, train from the traced graph)."""
-    from train_config import TrainConfig
+    from figure_pose.training.train_config import TrainConfig
     base = dict(data=data, out=str(out), epochs=3, batch_size=4, size=0, width=0.25, seed=1,
                 steps_per_epoch=2, verbose=0, run_eagerly=True)
     return TrainConfig(**{**base, **kw})

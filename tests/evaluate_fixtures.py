@@ -35,7 +35,7 @@ def one_line_error(status, stderr):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """An untrained small model (seeded) saved as model.py saves one (plumbing only)."""
-    from inference import import_network
+    from figure_pose.evaluation.inference import import_network
     network = import_network()
     import keras
     keras.utils.set_random_seed(0)

@@ -12,11 +12,11 @@ import pytest
 from conftest import REPO, read_log
 from test_figure_dataset import write_figures
 
-from confidence_maps import ARCH_CODECS
-from figure_dataset import NO_AUGMENT, FigureBatches
+from figure_pose.core.confidence_maps import ARCH_CODECS
+from figure_pose.data.figure_dataset import NO_AUGMENT, FigureBatches
 
-import network as N
-import training as T
+import figure_pose.training.network as N
+import figure_pose.training.training as T
 
 WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_1.0_imagenet_no_top.weights.h5"
 SMALL = dict(n_joints=13, size=64, width=0.25)
@@ -100,7 +100,7 @@ def test_a_backbone_model_loads_plainly_evaluates_and_exports(backbone_run, tiny
     """best.keras loads without custom objects (a new process would too: keras.applications layers
     and ours, registered), scores with the flip test, and its TFLite export predicts the same maps."""
     import evaluate as E
-    from inference import exported_predictor
+    from figure_pose.evaluation.inference import exported_predictor
     model = N.load_trained_model(str(backbone_run / "best.keras"))
     E.main(["--model", str(backbone_run / "best.keras"), "--data", tiny_data, "--out", str(tmp_path / "eval"),
             "--pictures", "0", "--quiet"])

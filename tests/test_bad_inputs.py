@@ -147,7 +147,7 @@ def test_resume_config_lists_model_and_data_keys(inputs_of):
     """config.json of a run holds every key --resume compares (the identity of model and data)."""
     import json
 
-    from run_folder import RUN_IDENTITY
+    from figure_pose.training.run_folder import RUN_IDENTITY
     with open(os.path.join(inputs_of("model")["run"], "config.json")) as f:
         config = json.load(f)
     assert set(RUN_IDENTITY) <= set(config), set(RUN_IDENTITY) - set(config)

@@ -16,15 +16,15 @@ import cv2
 import numpy as np
 import pytest
 
-import coco_io
+from figure_pose.data import coco_io
 import coco_process
-import figure_plan
-import figure_writer
+from figure_pose.data import figure_plan
+from figure_pose.data import figure_writer
 from bad_input_table import run_main
 from conftest import REPO, process_coco
-from confidence_maps import decode_keypoints, dequantise_maps
-from figures import (apply_affine, bbox_mask, canvas_image, coco_indices, figure_joint_names, invert_affine,
-                     open_figures, read_sidecar, warp_to_canvas)
+from figure_pose.core.confidence_maps import decode_keypoints, dequantise_maps
+from figure_pose.core.figures import (apply_affine, bbox_mask, canvas_image, coco_indices, figure_joint_names,
+                                      invert_affine, open_figures, read_sidecar, warp_to_canvas)
 
 
 # What the default run of the real slice writes and counts (57 figures of 271 persons).
@@ -386,7 +386,7 @@ def test_compact_loading_writes_the_same_file(sample, figures, flags, crowd, req
 
 def test_skipping_hook_plans_the_same_work(coco_sample):
     """skipping_object_hook: skipped persons shrink to ids and reason; the plan is unchanged."""
-    from figures import joint_names
+    from figure_pose.core.figures import joint_names
     path = str(coco_sample / "annotations" / "person_keypoints_train2017.json")
     settings = {"joint_names": joint_names(13), "min_keypoints": 8, "background": "white",
                 "allow_multi_polygon": False, "min_area": 2500, "size": 320, "map_stride": 4}

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from confidence_maps import (canvas_to_map, decode_keypoints, dequantise_maps, flip_maps,
-                             map_to_canvas, quantise_maps, render_confidence_maps)
-from figures import flip_permutation, joint_names, mirror_x, rescale_pixel_coords
+from figure_pose.core.confidence_maps import (canvas_to_map, decode_keypoints, dequantise_maps, flip_maps,
+                                              map_to_canvas, quantise_maps, render_confidence_maps)
+from figure_pose.core.figures import flip_permutation, joint_names, mirror_x, rescale_pixel_coords
 
 
 def random_keypoints(rng, n=13, lo=40.0, hi=280.0):
@@ -75,7 +75,7 @@ def test_codec_encodes_the_same_on_the_device():
     """encode (NumPy) and encode_on_device (keras.ops) are one formula: equal maps."""
     from keras import ops
 
-    from confidence_maps import ARCH_CODECS
+    from figure_pose.core.confidence_maps import ARCH_CODECS
     codec = ARCH_CODECS["simple"]
     kp = np.stack([random_keypoints(np.random.default_rng(s), lo=0, hi=127) for s in range(3)])
     maps, weights = codec.encode(kp, 128)
@@ -88,7 +88,7 @@ def test_device_decoding_matches_quarter_offset():
     """decode_on_device (argmax + quarter offset, for PCK during training) = decode(refine='quarter')."""
     from keras import ops
 
-    from confidence_maps import ConfidenceMapCodec
+    from figure_pose.core.confidence_maps import ConfidenceMapCodec
     codec = ConfidenceMapCodec(stride=4, sigma=8)
     kp = np.stack([random_keypoints(np.random.default_rng(s)) for s in range(4)])
     kp[..., 2] = 2
@@ -101,7 +101,7 @@ def test_device_decoding_matches_quarter_offset():
 def test_codec_of_a_model_and_on_another_canvas():
     """A model's codec comes from its shapes (original: stride 1, sigma 8 map px); decoding its
     maps on a canvas k times larger gives k times the coordinates (pixel-centre convention)."""
-    from confidence_maps import SIGMA, codec_of_model
+    from figure_pose.core.confidence_maps import SIGMA, codec_of_model
     assert codec_of_model(320, 80).to_json() == {"stride": 4.0, "sigma_px": SIGMA, "sigma_map_px": SIGMA / 4}
     assert codec_of_model(128, 128).to_json()["sigma_map_px"] == SIGMA
     codec = codec_of_model(128, 32)

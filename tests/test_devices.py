@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, read_log
 
 import model as M
-import network as N
+import figure_pose.training.network as N
 
 # 2 epochs x 3 steps, no augmentation: one device and several see the same batches
 DEVICE_RUN = ["--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "4", "--size", "64", "--width", "0.25",

@@ -38,7 +38,7 @@ def run_oracle(root, npy, out, capsys, *extra):
 def check_results_round_trip(root, npy, out):
     """The results JSON holds each person's kept joints at its COCO keypoints, in original pixels,
     with the oracle's confidences: the stored peaks (>= 0.93 on the canvas), 0 where unlabelled."""
-    from figures import coco_indices, joint_names, open_figures
+    from figure_pose.core.figures import coco_indices, joint_names, open_figures
     figures = open_figures(str(npy))
     results = json.loads((out / "keypoints_train2017_results.json").read_text())
     assert len(results) == len(figures)
@@ -107,7 +107,7 @@ def test_without_coco_root_says_so(synthetic, tmp_path, capsys):
 def pose_predictor(pose_canvas, canvas_size, model_size, stride=4):
     """A stand-in model of input side model_size whose maps show the same canvas pose (J, 2) for every
     figure (Gaussians of the codec's sigma, unquantised): the mean-pose baseline, as a model."""
-    from confidence_maps import render_confidence_maps
+    from figure_pose.core.confidence_maps import render_confidence_maps
     m = model_size // stride
     xy = (np.asarray(pose_canvas) + 0.5) * model_size / canvas_size - 0.5      # pixel centres scale with the side
     maps = render_confidence_maps(np.concatenate([xy, np.full((len(xy), 1), 2.0)], -1), m, stride)
@@ -121,8 +121,8 @@ def test_a_model_predicting_the_mean_pose_scores_as_the_baseline(synthetic, tmp_
     affine, COCO results and scoring), a model that answers the mean pose scores what the mean-pose
     baseline scores."""
     import evaluate
-    from figures import open_figures
-    from metrics import mean_pose
+    from figure_pose.core.figures import open_figures
+    from figure_pose.core.metrics import mean_pose
     _, npy = synthetic
     pose = mean_pose(open_figures(str(npy))["keypoints"])
     monkeypatch.setattr(evaluate, "load_model_checked", lambda path: pose_predictor(pose, 320, 96))
@@ -185,8 +185,9 @@ def test_help_explains_every_flag(capsys):
 # ----------------------------------------------------------------------------- with a (tiny, untrained) model
 
 def test_model_evaluation_scores_what_it_writes(tiny_model, synthetic, tmp_path, capsys):
-    from coco_eval import coco_keypoint_eval, gt_dataset_from_annotations, load_annotations, person_oks
-    from figures import joint_names
+    from figure_pose.core.figures import joint_names
+    from figure_pose.evaluation.coco_eval import (coco_keypoint_eval, gt_dataset_from_annotations, load_annotations,
+                                                  person_oks)
     root, npy = synthetic
     status, _, stderr = evaluate_main(["--model", tiny_model, "--data", npy, "--coco-root", root, "--out",
                                        tmp_path / "eval", "--limit", 6, "--pictures", 2, "--flip-test", "--quiet"],
@@ -210,8 +211,9 @@ def test_model_evaluation_scores_what_it_writes(tiny_model, synthetic, tmp_path,
 def test_export_gives_the_same_keypoints(kind, tiny_model, exports, synthetic):
     import cv2
 
-    from figures import canvas_image, open_figures
-    from inference import decode, export_info, exported_predictor, import_network, load_model_checked
+    from figure_pose.core.figures import canvas_image, open_figures
+    from figure_pose.evaluation.inference import (decode, export_info, exported_predictor, import_network,
+                                                  load_model_checked)
     network = import_network()
     model, _ = load_model_checked(str(tiny_model))
     assert export_info(model, kind, "x")["input_size"] == 96
@@ -230,8 +232,8 @@ def test_export_json_records_the_codec_of_each_architecture(arch, stride, sigma_
     """export.json's stride and sigma are those the architecture trains with: sigma 8 input px,
     2 map px at stride 4 (simple), 8 map px at stride 1 (original). (export_model writes
     export_info: test_export_gives_the_same_keypoints reads it back from real exports.)"""
-    from confidence_maps import ARCH_CODECS
-    from inference import export_info, import_network
+    from figure_pose.core.confidence_maps import ARCH_CODECS
+    from figure_pose.evaluation.inference import export_info, import_network
     info = export_info(import_network().build_model(arch, size=64, width=0.25), "saved_model", "saved_model")
     assert (info["input_size"], info["map_size"]) == (64, 64 // stride)
     assert (info["stride"], info["sigma_px"], info["sigma_map_px"]) == (stride, 8, sigma_map_px)
@@ -253,7 +255,7 @@ def test_exported_models_evaluate_like_keras(tiny_model, exports, synthetic, tmp
     """--model takes the .keras file, the SavedModel folder and the .tflite file: the same keypoints
     (original pixels, within 0.5 px) and confidences, in evaluation and in --images."""
     import evaluate
-    import inference
+    from figure_pose.evaluation import inference
     root, npy = synthetic
     models = {"keras": tiny_model, "saved_model": exports["saved_model"] / "saved_model",
               "tflite": exports["tflite"] / "model.tflite"}

@@ -4,10 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from confidence_maps import ARCH_CODECS
-from figure_dataset import (N_PARAMS, NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile,
-                            draw_augmentation, reference_augment, resize_keypoints, split_by_image)
-from figures import canvas_image, flip_permutation, joint_names, mirror_x, rescale_pixel_coords
+from figure_pose.core.confidence_maps import ARCH_CODECS
+from figure_pose.core.figures import canvas_image, flip_permutation, joint_names, mirror_x, rescale_pixel_coords
+from figure_pose.data.figure_dataset import (N_PARAMS, NO_AUGMENT, Augment, DeviceAugment, FigureBatches, FigureFile,
+                                             draw_augmentation, reference_augment, resize_keypoints, split_by_image)
 from synthetic_coco import random_figures_file
 
 SIZE = 96

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 
-from figures import (JOINT_SETS, apply_affine, canvas_image, crop_to_record, figure_dtype,
-                     figure_transform, flip_permutation, invert_affine, joint_names, mirror_affine, mirror_x,
-                     render_figure, rescale_affine, rescale_pixel_coords, unscale_pixel_coords,
-                     warp_to_canvas, white_border)
+from figure_pose.core.figures import (JOINT_SETS, apply_affine, canvas_image, crop_to_record, figure_dtype,
+                                      figure_transform, flip_permutation, invert_affine, joint_names, mirror_affine,
+                                      mirror_x, render_figure, rescale_affine, rescale_pixel_coords,
+                                      unscale_pixel_coords, warp_to_canvas, white_border)
 
 
 def test_figure_transform_centres_bbox_and_frames_it():

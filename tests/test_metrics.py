@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from coco_eval import (coco_keypoint_eval, coco_results, gt_dataset_from_figures, person_oks, results_17,
-                       select_joints)
-from figures import COCO_OKS_SIGMAS, coco_indices, figure_transform, gt_original, joint_names, to_original
-from metrics import baseline_predictions, figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
+from figure_pose.core.figures import (COCO_OKS_SIGMAS, coco_indices, figure_transform, gt_original, joint_names,
+                                      to_original)
+from figure_pose.core.metrics import baseline_predictions, figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
+from figure_pose.evaluation.coco_eval import (coco_keypoint_eval, coco_results, gt_dataset_from_figures, person_oks,
+                                              results_17, select_joints)
 
 NAMES = joint_names(13)
 NORM = figure_norm_size(320)            # 228.57 canvas px = max(bbox w, h)

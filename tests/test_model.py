@@ -10,12 +10,12 @@ import pytest
 from conftest import read_log, small_config
 from test_figure_dataset import write_figures
 
-from cli import InputError
-from figure_dataset import NO_AUGMENT, Augment
-from train_config import TrainConfig, build_parser, config_from_args
+from figure_pose.core.cli import InputError
+from figure_pose.data.figure_dataset import NO_AUGMENT, Augment
+from figure_pose.training.train_config import TrainConfig, build_parser, config_from_args
 
 import model as M
-import network as N
+import figure_pose.training.network as N
 
 # ----------------------------------------------------------------------------- the flags
 

@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-import network as N
+import figure_pose.training.network as N
 
 SMALL = dict(n_joints=13, size=64, width=0.25)
 

@@ -14,7 +14,7 @@ tiny_model = evaluate_fixtures.tiny_model
 
 def test_images_folder_with_an_unreadable_file(tiny_model, synthetic, tmp_path, capsys):
     """A folder of two photos and a broken file, one --bbox: two overlays, the broken file named."""
-    from figures import joint_names
+    from figure_pose.core.figures import joint_names
     names = joint_names(13)
     root, _ = synthetic
     folder = tmp_path / "photos"
@@ -93,7 +93,7 @@ def masked_person(synthetic, tmp_path_factory):
     written as polygons (as annotated), compressed RLE (pycocotools.mask.encode) and uncompressed RLE."""
     from pycocotools import mask as mask_utils
 
-    from coco_io import person_mask
+    from figure_pose.data.coco_io import person_mask
     root, _ = synthetic
     data = json.loads((root / "annotations" / "person_keypoints_train2017.json").read_text())
     ann = next(a for a in data["annotations"] if not a["iscrowd"] and len(a["segmentation"]) == 1)
@@ -115,8 +115,8 @@ def masked_person(synthetic, tmp_path_factory):
 
 
 def test_annotation_masks_decode_the_same_from_polygons_and_rle(masked_person):
-    from coco_io import read_image
-    from photos import crops_for, load_box_annotations
+    from figure_pose.data.coco_io import read_image
+    from figure_pose.evaluation.photos import crops_for, load_box_annotations
     photo, bbox, mask, files = masked_person
     image, _ = read_image(str(photo))
     assert 500 < mask.sum() < bbox[2] * bbox[3]          # a person, not its whole box

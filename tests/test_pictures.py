@@ -5,8 +5,8 @@ import os
 import cv2
 import numpy as np
 
-from figures import joint_names
-from pictures import draw_crop, heat_image, joint_colour, label_columns, peaks_on_grey
+from figure_pose.core.figures import joint_names
+from figure_pose.core.pictures import draw_crop, heat_image, joint_colour, label_columns, peaks_on_grey
 
 
 def test_peaks_on_grey_marks_each_joint_in_its_colour():
@@ -52,7 +52,7 @@ def test_epoch_pictures_and_curves(tmp_path, monkeypatch):
     import cv2
     import matplotlib.pyplot as plt
 
-    from pictures import plot_curves, write_eval_pngs
+    from figure_pose.core.pictures import plot_curves, write_eval_pngs
     rng = np.random.default_rng(0)
     write_eval_pngs(str(tmp_path), 0, rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
                     rng.random((2, 16, 16, 13), dtype=np.float32), rng.random((2, 16, 16, 13), dtype=np.float32))
@@ -69,7 +69,7 @@ def test_epoch_pictures_and_curves(tmp_path, monkeypatch):
 
 
 def test_save_png_round_trips_and_leaves_no_partial(tmp_path):
-    from pictures import save_png
+    from figure_pose.core.pictures import save_png
     rgb = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
     path = str(tmp_path / "x.png")
     save_png(path, rgb)

@@ -5,7 +5,7 @@ import re
 
 from conftest import REPO, run_script
 
-from cli import LineProgress, duration
+from figure_pose.core.cli import LineProgress, duration
 
 
 class FakeClock:
@@ -33,7 +33,7 @@ def test_line_progress_prints_plain_lines_with_eta():
 
 
 def test_epoch_clock_says_elapsed_and_eta_of_the_run():
-    from callbacks import EpochClock
+    from figure_pose.training.callbacks import EpochClock
     clock, stream = FakeClock(), io.StringIO()
     callback = EpochClock(5, clock=clock, stream=stream)
     callback.on_train_begin()
@@ -60,7 +60,7 @@ def test_tensorboard_logs_only_where_tensorflow_can_write_them(monkeypatch, caps
     Keras' callback needs: the run goes on without tb/ and says why, instead of failing at epoch 1."""
     import importlib.util
 
-    import callbacks
+    from figure_pose.training import callbacks
     real_find_spec = importlib.util.find_spec
     assert [type(c).__name__ for c in callbacks.tensorboard(str(tmp_path / "tb"))] == ["TensorBoard"]
     monkeypatch.setattr(importlib.util, "find_spec",

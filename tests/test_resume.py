@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from conftest import REPO, read_log, small_config
 
-from callbacks import Backup
-from confidence_maps import ARCH_CODECS
-from figure_dataset import FigureFile, split_by_image
-from figures import canvas_image
-from metrics import figure_norm_size, pck
+from figure_pose.core.confidence_maps import ARCH_CODECS
+from figure_pose.core.figures import canvas_image
+from figure_pose.core.metrics import figure_norm_size, pck
+from figure_pose.data.figure_dataset import FigureFile, split_by_image
+from figure_pose.training.callbacks import Backup
 
 import model as M
-import network as N
+import figure_pose.training.network as N
 
 SMALL = dict(n_joints=13, size=64, width=0.25)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_figure_dataset import write_figures
 
-from figure_dataset import split_by_image
+from figure_pose.data.figure_dataset import split_by_image
 
 import evaluate
 import model as M

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from conftest import REPO, read_log, small_config
 
-from callbacks import Backup, NonFiniteTraining, SaveNetwork, StopOnNonFinite
-from cli import InputError
-from run_folder import FolderLock
+from figure_pose.core.cli import InputError
+from figure_pose.training.callbacks import Backup, NonFiniteTraining, SaveNetwork, StopOnNonFinite
+from figure_pose.training.run_folder import FolderLock
 
 import model as M
-import network as N
+import figure_pose.training.network as N
 
 
 def file_bytes(*paths):

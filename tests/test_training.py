@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from test_figure_dataset import write_figures
 
-from confidence_maps import ARCH_CODECS
-from figure_dataset import NO_AUGMENT, Augment, DeviceAugment, FigureBatches
-from figures import canvas_image
-from train_config import build_parser, config_from_args
+from figure_pose.core.confidence_maps import ARCH_CODECS
+from figure_pose.core.figures import canvas_image
+from figure_pose.data.figure_dataset import NO_AUGMENT, Augment, DeviceAugment, FigureBatches
+from figure_pose.training.train_config import build_parser, config_from_args
 
-import network as N
-import training as T
+import figure_pose.training.network as N
+import figure_pose.training.training as T
 
 SMALL = dict(n_joints=13, size=64, width=0.25)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from figures import rescale_pixel_coords, unscale_pixel_coords
+from figure_pose.core.figures import rescale_pixel_coords, unscale_pixel_coords
 
 SIGMA = 8.0  # Gaussian sigma in input pixels (the original's covariance of 64 px^2)
 STRIDE = 4   # input pixels per map pixel: 320 x 320 input -> 80 x 80 maps

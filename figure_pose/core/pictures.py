@@ -11,9 +11,9 @@ import os
 import cv2
 import numpy as np
 
-from atomic import write_atomic
-from confidence_maps import dequantise_maps
-from figures import FRAME_RATIO, canvas_image, joint_names, skeleton_indices
+from figure_pose.core.atomic import write_atomic
+from figure_pose.core.confidence_maps import dequantise_maps
+from figure_pose.core.figures import FRAME_RATIO, canvas_image, joint_names, skeleton_indices
 
 
 # ----------------------------------------------------------------------------- joints and maps

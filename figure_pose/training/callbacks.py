@@ -20,10 +20,10 @@ import h5py
 import keras
 import numpy as np
 
-import backend
-from atomic import copy_atomic
-from cli import InputError, duration
-from pictures import plot_curves, write_eval_pngs
+from figure_pose.core import backend
+from figure_pose.core.atomic import copy_atomic
+from figure_pose.core.cli import InputError, duration
+from figure_pose.core.pictures import plot_curves, write_eval_pngs
 
 
 class NonFiniteTraining(Exception):

@@ -13,12 +13,12 @@ import argparse
 import json
 from dataclasses import dataclass, field, fields
 
-from cli import HelpFormatter, OneLineParser, int_in, number
-from confidence_maps import ARCH_CODECS
-from figure_dataset import NO_AUGMENT, Augment
-from network import BACKBONES
-from run_folder import RUN_IDENTITY
-from training import FINAL_LR_FRACTION, MIN_STEPS, REFERENCE_BATCH, REFERENCE_LR, WARMUP_STEPS
+from figure_pose.core.cli import HelpFormatter, OneLineParser, int_in, number
+from figure_pose.core.confidence_maps import ARCH_CODECS
+from figure_pose.data.figure_dataset import NO_AUGMENT, Augment
+from figure_pose.training.network import BACKBONES
+from figure_pose.training.run_folder import RUN_IDENTITY
+from figure_pose.training.training import FINAL_LR_FRACTION, MIN_STEPS, REFERENCE_BATCH, REFERENCE_LR, WARMUP_STEPS
 
 
 def input_size(text):

@@ -1,6 +1,6 @@
 """Run an exported figure-pose model: a SavedModel folder or a .tflite file, with its export.json.
 
-    from inference import load_exported
+    from figure_pose.evaluation.inference import load_exported
     model = load_exported("export/model.tflite")        # or "export/saved_model" or "export/"
     maps = model.maps(canvases_uint8)                  # (N, M, M, J) in [0, 1]
 
@@ -27,11 +27,11 @@ import warnings
 import cv2
 import numpy as np
 
-from atomic import remove_path, write_json
-from cli import InputError, os_errors_as_input
-from confidence_maps import (ConfidenceMapCodec, codec_of_model, dequantise_maps, flip_maps, quantise_maps,
-                             render_confidence_maps)
-from figures import JOINT_SETS, joint_names, mirror_keypoints
+from figure_pose.core.atomic import remove_path, write_json
+from figure_pose.core.cli import InputError, os_errors_as_input
+from figure_pose.core.confidence_maps import (ConfidenceMapCodec, codec_of_model, dequantise_maps, flip_maps,
+                                              quantise_maps, render_confidence_maps)
+from figure_pose.core.figures import JOINT_SETS, joint_names, mirror_keypoints
 
 EXPORT_JSON = "export.json"
 REFINES = ("dark", "quarter", "none")  # sub-pixel refinements of a map peak (decode)
@@ -200,9 +200,9 @@ def exported_predictor(path):
 def import_network():
     """network.py, the backend started first without its start-up chatter (backend.start_keras):
     only when a .keras model is needed, so other mistakes fail fast without TensorFlow."""
-    import backend
+    from figure_pose.core import backend
     backend.start_keras()
-    import network
+    from figure_pose.training import network
     return network
 
 

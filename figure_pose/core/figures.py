@@ -242,7 +242,7 @@ def figure_dtype(n_joints, size=320, map_stride=None):
     canvas_size: the canvas side, so the file describes itself.
     """
     if map_stride is None:
-        from confidence_maps import STRIDE  # here: confidence_maps imports this module
+        from figure_pose.core.confidence_maps import STRIDE  # here: confidence_maps imports this module
         map_stride = STRIDE
     inner = size - 2 * white_border(size)
     if size % map_stride:

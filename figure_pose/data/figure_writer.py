@@ -23,8 +23,8 @@ import zlib
 
 import numpy as np
 
-from atomic import write_json
-from cli import InputError
+from figure_pose.core.atomic import write_json
+from figure_pose.core.cli import InputError
 
 HEADER_BYTES = 4096  # reserved .npy header, rewritten in place with the final count
 

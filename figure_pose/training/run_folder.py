@@ -20,8 +20,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from atomic import remove_path, write_atomic, write_json
-from cli import InputError
+from figure_pose.core.atomic import remove_path, write_atomic, write_json
+from figure_pose.core.cli import InputError
 
 # What a run is: --resume refuses to change these (they change the model or the data; --seed
 # picks the validation split), nor the data's joints and input size (train() reads them).

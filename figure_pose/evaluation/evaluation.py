@@ -15,17 +15,17 @@ import time
 
 import numpy as np
 
-from atomic import write_json
-from cli import InputError, os_errors_as_input, progress
-from coco_eval import (coco_keypoint_eval, coco_results, gt_dataset_from_annotations, gt_dataset_from_figures,
-                       load_annotations, person_oks)
-from coco_io import annotation_path
-from confidence_maps import flip_maps
-from figures import (canvas_image, figure_joint_names, flip_permutation, gt_original, open_figures, read_sidecar,
-                     to_original)
-from inference import REFINES, decode, model_maps, oracle_maps, variant_name
-from metrics import baseline_predictions, figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
-from pictures import plot_pck_per_joint, write_pictures
+from figure_pose.core.atomic import write_json
+from figure_pose.core.cli import InputError, os_errors_as_input, progress
+from figure_pose.core.confidence_maps import flip_maps
+from figure_pose.core.figures import (canvas_image, figure_joint_names, flip_permutation, gt_original, open_figures,
+                                      read_sidecar, to_original)
+from figure_pose.core.metrics import baseline_predictions, figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
+from figure_pose.core.pictures import plot_pck_per_joint, write_pictures
+from figure_pose.data.coco_io import annotation_path
+from figure_pose.evaluation.coco_eval import (coco_keypoint_eval, coco_results, gt_dataset_from_annotations,
+                                              gt_dataset_from_figures, load_annotations, person_oks)
+from figure_pose.evaluation.inference import REFINES, decode, model_maps, oracle_maps, variant_name
 
 THRESHOLDS = (0.05, 0.1, 0.2)
 CHUNK = 64  # figures decoded per step (bounded memory on any dataset size)

@@ -15,12 +15,12 @@ import sys
 
 import numpy as np
 
-from atomic import write_json
-from cli import InputError, os_errors_as_input, progress
-from coco_io import PERSON_CATEGORY_ID, person_mask, read_image
-from figures import bbox_mask, flip_permutation, joint_names, render_figure, to_original
-from inference import decode, model_maps, variant_name
-from pictures import draw_crop, draw_skeleton, save_png
+from figure_pose.core.atomic import write_json
+from figure_pose.core.cli import InputError, os_errors_as_input, progress
+from figure_pose.core.figures import bbox_mask, flip_permutation, joint_names, render_figure, to_original
+from figure_pose.core.pictures import draw_crop, draw_skeleton, save_png
+from figure_pose.data.coco_io import PERSON_CATEGORY_ID, person_mask, read_image
+from figure_pose.evaluation.inference import decode, model_maps, variant_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pbm", ".pgm", ".ppm")
 # what an unmasked crop costs, measured (docs/results.md, "Photos without masks"); printed with --images

@@ -13,9 +13,9 @@ import io
 
 import numpy as np
 
-from cli import InputError
-from coco_io import PERSON_CATEGORY_ID, annotation_path, load_coco_annotations
-from figures import COCO_OKS_SIGMAS, coco_indices
+from figure_pose.core.cli import InputError
+from figure_pose.core.figures import COCO_OKS_SIGMAS, coco_indices
+from figure_pose.data.coco_io import PERSON_CATEGORY_ID, annotation_path, load_coco_annotations
 
 STAT_KEYS = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75", "ar_medium", "ar_large")
 

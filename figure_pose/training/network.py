@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from confidence_maps import ConfidenceMapCodec
+from figure_pose.core.confidence_maps import ConfidenceMapCodec
 
 PACKAGE = "figure_pose"  # the registered name space of our layers in .keras files
 

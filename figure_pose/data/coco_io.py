@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from cli import InputError
+from figure_pose.core.cli import InputError
 
 BAD = "bad_annotation"  # the skip reason of an annotation broken by itself
 PERSON_CATEGORY_ID = 1

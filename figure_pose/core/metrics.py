@@ -7,7 +7,7 @@ pixels: the figure transform is one uniform scale plus a shift.
 """
 import numpy as np
 
-from figures import FRAME_RATIO
+from figure_pose.core.figures import FRAME_RATIO
 
 
 def figure_norm_size(canvas_size, frame_ratio=FRAME_RATIO):

@@ -12,9 +12,10 @@ from collections import Counter
 
 import numpy as np
 
-from coco_io import BAD, annotation_problem, compact_annotation, compact_coco_object, image_entry_problem, is_id, short
-from confidence_maps import labelled_with_map
-from figures import coco_indices, figure_transform, keypoints_to_canvas
+from figure_pose.core.confidence_maps import labelled_with_map
+from figure_pose.core.figures import coco_indices, figure_transform, keypoints_to_canvas
+from figure_pose.data.coco_io import (BAD, annotation_problem, compact_annotation, compact_coco_object,
+                                      image_entry_problem, is_id, short)
 
 
 def canvas_keypoints(ann, names, affine):

@@ -14,11 +14,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from cli import InputError
-from confidence_maps import ConfidenceMapCodec
-from figure_dataset import DeviceAugment, FigureBatches, FigureFile, split_by_image
-from metrics import figure_norm_size, mean_pose, pck
-from network import PACKAGE, load_trained_model
+from figure_pose.core.cli import InputError
+from figure_pose.core.confidence_maps import ConfidenceMapCodec
+from figure_pose.core.metrics import figure_norm_size, mean_pose, pck
+from figure_pose.data.figure_dataset import DeviceAugment, FigureBatches, FigureFile, split_by_image
+from figure_pose.training.network import PACKAGE, load_trained_model
 
 LOSS_WEIGHTS = {"main": 10.0, "side": 5.0}  # the original's 10 * main + 5 * side1 + 5 * side2
 FOREGROUND_WEIGHT = 9.0  # --loss fg_mse: a foreground pixel (target 1) weighs 1 + 9 = 10 background pixels

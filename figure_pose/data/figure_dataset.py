@@ -26,9 +26,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from cli import number
-from figures import (figure_joint_names, flip_permutation, mirror_affine, open_figures, rescale_affine,
-                     rescale_pixel_coords, white_border)
+from figure_pose.core.cli import number
+from figure_pose.core.figures import (figure_joint_names, flip_permutation, mirror_affine, open_figures, rescale_affine,
+                                      rescale_pixel_coords, white_border)
 
 
 def augment_range(default, help, type):  # noqa: A002 - argparse's names
