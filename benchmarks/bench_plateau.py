@@ -34,12 +34,12 @@ def main():
     p.add_argument("--every", type=int, default=40, help="report every N steps")
     p.add_argument("--heads-as-before", action="store_true", help="no BatchNorm-LeakyReLU before the heads")
     args = p.parse_args()
-    import backend
+    from figure_pose.core import backend
     keras = backend.start_keras()
-    import network as N
-    import training as T
-    from confidence_maps import ARCH_CODECS
-    from figure_dataset import Augment, FigureBatches
+    import figure_pose.training.network as N
+    import figure_pose.training.training as T
+    from figure_pose.core.confidence_maps import ARCH_CODECS
+    from figure_pose.data.figure_dataset import Augment, FigureBatches
     if args.heads_as_before:
         head = N.head
         N.head = lambda x, n_joints, upsample=1, before=False, norm=False, name="maps": head(
