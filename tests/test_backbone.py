@@ -112,3 +112,14 @@ def test_a_backbone_model_loads_plainly_evaluates_and_exports(backbone_run, tiny
     reference = N.predict_maps(model, images)
     exported = exported_predictor(str(tmp_path / "export"))(None, images)
     np.testing.assert_allclose(exported, reference, atol=1e-3)
+
+
+def test_the_heads_batchnorm_is_each_networks_own_choice():
+    """BatchNorm-LeakyReLU before the heads: off for simple, on for the MobileNetV2 decoder (which
+    saturates at -1 without it), and head_norm overrides either (benchmarks/bench_plateau.py)."""
+    def has_head_norm(**kw):
+        names = {layer.name for layer in N.build_model("simple", **SMALL, **kw).layers}
+        return {"maps_bn", "side_s16_bn", "side_s8_bn"} <= names
+    mobilenet = dict(backbone="mobilenet_v2", backbone_weights=None)
+    assert not has_head_norm() and has_head_norm(head_norm=True)
+    assert has_head_norm(**mobilenet) and not has_head_norm(**mobilenet, head_norm=False)
