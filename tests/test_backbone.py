@@ -123,3 +123,16 @@ def test_the_heads_batchnorm_is_each_networks_own_choice():
     mobilenet = dict(backbone="mobilenet_v2", backbone_weights=None)
     assert not has_head_norm() and has_head_norm(head_norm=True)
     assert has_head_norm(**mobilenet) and not has_head_norm(**mobilenet, head_norm=False)
+
+
+def test_an_offline_imagenet_download_is_one_line(monkeypatch):
+    """weights "imagenet" with no internet: keras.utils.get_file's bare Exception becomes one line
+    naming the flag and the way out (simulated: tests never download)."""
+    from figure_pose.core.cli import InputError
+
+    def offline(**kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -2]")  # noqa: TRY002
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    with pytest.raises(InputError, match=r"^--backbone-weights imagenet: Keras could not download .*URL fetch "
+                                         r"failure.*give the path of a MobileNetV2 \.weights\.h5 file instead$"):
+        N.build_model("simple", **SMALL, backbone="mobilenet_v2", backbone_weights="imagenet")

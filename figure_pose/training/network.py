@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from figure_pose.core.cli import InputError
 from figure_pose.core.confidence_maps import ConfidenceMapCodec
 
 PACKAGE = "figure_pose"  # the registered name space of our layers in .keras files
@@ -270,8 +271,14 @@ def mobilenet_v2_encoder(size: int, weights: str | None = "imagenet", train_batc
     ImageNet BatchNorm statistics and scales frozen (the layers run in inference mode), which
     is what small batches need (README "Transfer learning"); its kernels still train.
     """
-    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
-                                          weights=backbone_weights(weights))
+    try:
+        base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
+                                              weights=backbone_weights(weights))
+    except Exception as err:  # keras.utils.get_file raises a bare Exception when it cannot download
+        if weights != "imagenet":
+            raise
+        raise InputError(f"--backbone-weights imagenet: Keras could not download MobileNetV2's ImageNet weights "
+                         f"({err}); give the path of a MobileNetV2 .weights.h5 file instead") from None
     if not train_batchnorm:
         for layer in base.layers:
             if isinstance(layer, layers.BatchNormalization):
