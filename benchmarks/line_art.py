@@ -12,8 +12,8 @@ The white background stays white, so the figure's outline is drawn too. The outp
 the input's size and fields, so the input's sidecar (joints, settings, counts) is copied.
 """
 import argparse
-import io
 import os
+import shutil
 import sys
 
 import cv2
@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from figure_pose.core.atomic import write_atomic, write_json  # noqa: E402
-from figure_pose.core.figures import open_figures, read_sidecar  # noqa: E402
+from figure_pose.core.atomic import write_json  # noqa: E402
+from figure_pose.core.figures import read_sidecar  # noqa: E402
 
 
 def line_art(rgb_uint8, sigma=1.0, k=1.6, threshold=4.0):
@@ -44,16 +44,16 @@ def main():
     p.add_argument("--threshold", type=float, default=4.0, help="grey levels of difference that make a line")
     p.add_argument("--example", help="also write the first 8 figures, photo above drawing, to this PNG")
     args = p.parse_args()
-    figures = np.array(open_figures(args.data))  # a small set: read whole
-    photos = figures["figure"].copy()
+    shutil.copyfile(args.data, args.out + ".partial")  # the same header and size: the sidecar fits
+    figures = np.load(args.out + ".partial", mmap_mode="r+")
+    photos = np.array(figures["figure"][:8])
     for i in range(len(figures)):
         figures["figure"][i] = line_art(figures["figure"][i], args.sigma, threshold=args.threshold)
-    buffer = io.BytesIO()
-    np.save(buffer, figures)
-    write_atomic(args.out, buffer.getvalue())
+    figures.flush()
+    os.replace(args.out + ".partial", args.out)
     write_json(args.out + ".json", read_sidecar(args.data))
     if args.example:
-        strip = np.concatenate([np.concatenate(list(photos[:8]), axis=1),
+        strip = np.concatenate([np.concatenate(list(photos), axis=1),
                                 np.concatenate(list(figures["figure"][:8]), axis=1)], axis=0)
         cv2.imwrite(args.example, cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
     print(f"{len(figures)} figures drawn as lines -> {args.out}")

@@ -255,12 +255,12 @@ def backbone_weights(weights: str | None):
     """keras.applications' `weights` for --backbone-weights: "imagenet" (Keras downloads the
     official file once into ~/.keras/models), None or "none" (random), else a .weights.h5 path,
     which must exist (FileNotFoundError, one line)."""
-    if weights in (None, "none", "imagenet"):
-        return None if weights in (None, "none") else weights
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"--backbone-weights {weights}: no such file (imagenet, none or a "
-                                "MobileNetV2 .weights.h5 file)")
-    return weights
+    if weights in (None, "none"):
+        return None
+    if weights == "imagenet" or os.path.isfile(weights):
+        return weights
+    raise FileNotFoundError(f"--backbone-weights {weights}: no such file (imagenet, none or a "
+                            "MobileNetV2 .weights.h5 file)")
 
 
 def mobilenet_v2_encoder(size: int, weights: str | None = "imagenet", train_batchnorm: bool = False):
@@ -269,7 +269,7 @@ def mobilenet_v2_encoder(size: int, weights: str | None = "imagenet", train_batc
     (B, size, size, 3) in [-1, 1] -> [s4 (B, S/4, S/4, 24), s8 (.., S/8, 32), s16 (.., S/16, 96),
     s32 (B, S/32, S/32, 320)]. weights: see backbone_weights. train_batchnorm False keeps the
     ImageNet BatchNorm statistics and scales frozen (the layers run in inference mode), which
-    is what small batches need (README "Transfer learning"); its kernels still train.
+    is what small batches need (docs/training.md "Transfer learning"); its kernels still train.
     """
     try:
         base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
