@@ -25,21 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NETWORKS = {"simple": {}, "mobilenet_v2": {"backbone": "mobilenet_v2", "backbone_weights": None}}
 
 
-def median_ms(fn, runs, warmup):
-    """Median milliseconds of `runs` calls of fn after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
-
-
 def measure(name, size, args, data, tmp):
     """{parameters, gflops, train figures/s, tflite ms} of one network at one input size."""
     import keras
+    from bench_inference import timed
 
     from figure_pose.evaluation import inference
     import figure_pose.training.network as N
@@ -60,7 +49,7 @@ def measure(name, size, args, data, tmp):
     predict = inference.exported_predictor(inference.export_model(network, "tflite", os.path.join(tmp, f"{name}{size}")))
     canvas = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
     return {"parameters": network.count_params(), "gflops": N.count_flops(network) / 1e9,
-            "train_figures_per_s": figures_per_s, "tflite_ms": median_ms(lambda: predict(None, canvas), args.runs, 5)}
+            "train_figures_per_s": figures_per_s, "tflite_ms": timed(lambda: predict(None, canvas), args.runs, 5)["median_ms"]}
 
 
 def main():
