@@ -16,8 +16,8 @@ data/        from COCO to coco.npy (coco_process.py) and back into training batc
     figure_writer.py    coco.npy written as a stream that a killed run resumes
     figure_dataset.py   training batches: stored bytes read on the host, augmentation on the device
 training/    the network and its training (model.py)
-    network.py          the U-Net and its layers, building and loading models
-    training.py         the loss, the training model and the learning-rate schedule
+    network.py          the U-Nets (own encoder or pretrained MobileNetV2), building and loading models
+    training.py         the loss, the training model, the optimizer and the learning-rate schedule
     callbacks.py        what happens after every step and epoch of a run
     run_folder.py       the run folder: starting, resuming and reading one
     train_config.py     TrainConfig: every training setting's default, flag and help
