@@ -46,10 +46,12 @@ def measure(name, size, args, data, tmp):
     for batch in inputs[args.warmup:]:
         trainer.train_on_batch(batch)
     figures_per_s = args.steps * args.batch_size / (time.perf_counter() - start)
-    predict = inference.exported_predictor(inference.export_model(network, "tflite", os.path.join(tmp, f"{name}{size}")))
+    exported = inference.export_model(network, "tflite", os.path.join(tmp, f"{name}{size}"))
+    predict = inference.exported_predictor(exported)
     canvas = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
     return {"parameters": network.count_params(), "gflops": N.count_flops(network) / 1e9,
-            "train_figures_per_s": figures_per_s, "tflite_ms": timed(lambda: predict(None, canvas), args.runs, 5)["median_ms"]}
+            "train_figures_per_s": figures_per_s,
+            "tflite_ms": timed(lambda: predict(None, canvas), args.runs, 5)["median_ms"]}
 
 
 def main():

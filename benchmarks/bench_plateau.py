@@ -56,8 +56,8 @@ def main():
         if step % args.every == 0:
             out = trainer(fixed, training=False)
             saturated = float((np.asarray(out["outputs"][0]) <= -0.9999).mean())
-            print(f"{step:5d} {logs['loss']:9.1f} {logs['pck@0.2']:6.3f} {float(trainer.compute_loss(y_pred=out)):9.1f} "
-                  f"{saturated:6.3f}", flush=True)
+            fixed_loss = float(trainer.compute_loss(y_pred=out))
+            print(f"{step:5d} {logs['loss']:9.1f} {logs['pck@0.2']:6.3f} {fixed_loss:9.1f} {saturated:6.3f}", flush=True)
 
 
 if __name__ == "__main__":
