@@ -39,7 +39,7 @@ keras = backend.start_keras()  # a script: TensorFlow's start-up lines silenced 
 from figure_pose.core.cli import InputError, Terminated, check_out_dir, sigterm_interrupts  # noqa: E402
 from figure_pose.core.confidence_maps import ARCH_CODECS  # noqa: E402
 from figure_pose.data.figure_dataset import FigureFile  # noqa: E402
-from figure_pose.training.callbacks import Backup, NonFiniteTraining, make_callbacks  # noqa: E402
+from figure_pose.training.callbacks import Backup, NonFiniteTraining, StopOnSignal, make_callbacks  # noqa: E402
 from figure_pose.training.network import backbone_weights, build_model, count_flops, load_trained_model  # noqa: E402
 from figure_pose.training.run_folder import (FolderLock, best_logged, check_new_run, check_resume,  # noqa: E402
                                              prepare_out_dir, trim_log, write_split)
@@ -136,7 +136,8 @@ def check_inputs(cfg):
         if cfg.backbone:
             backbone_weights(cfg.backbone_weights)
             if cfg.arch != "simple":
-                raise InputError(f"--backbone {cfg.backbone} builds the simple network's decoder; drop --arch {cfg.arch}")
+                raise InputError(f"--backbone {cfg.backbone} builds the simple network's decoder; "
+                                 f"drop --arch {cfg.arch}")
         if cfg.init_weights:
             try:
                 load_trained_model(cfg.init_weights)
@@ -186,11 +187,13 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = config_from_args(args, terminal=sys.stdout.isatty())  # no progress bar in a log file
     try:
-        with sigterm_interrupts():
+        with sigterm_interrupts() as received:
             check_inputs(cfg)
             if args.cpu_devices:
                 backend.set_cpu_devices(args.cpu_devices)
-            train(cfg)
+            train(cfg, [StopOnSignal(received)])
+            if received:  # landed where its exception was lost, after the last step
+                raise Terminated(received[-1])
         return
     except (InputError, NonFiniteTraining) as err:
         message, status = f"model.py: error: {err}", None
@@ -204,6 +207,7 @@ def main(argv=None):
         sys.exit(message)  # exit status 1, the message on stderr
     print(message, file=sys.stderr, flush=True)
     sys.exit(status)
+
 
 if __name__ == "__main__":
     main()

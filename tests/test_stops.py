@@ -176,3 +176,32 @@ def test_a_live_run_holds_its_folder_and_sigterm_ends_it_resumable(tiny_data, tm
     assert done and len(read_log(out)) >= done[0]
     M.main([*argv[:5], str(done[0] + 1), *argv[6:], "--resume"])   # --epochs: one more than the backup holds
     assert [int(r["epoch"]) for r in read_log(out)] == list(range(done[0] + 1))
+
+
+def test_a_sigterm_whose_exception_is_lost_still_stops_after_the_step():
+    """A SIGTERM landing in a garbage-collection callback (JAX has one) loses the handler's exception;
+    the signal is still recorded, StopOnSignal raises after the step, and nothing is printed for it."""
+    import gc
+    import io
+
+    from figure_pose.core.cli import Terminated, sigterm_interrupts
+    from figure_pose.training.callbacks import StopOnSignal
+
+    def in_gc_callback(phase, info):
+        if phase == "start":
+            gc.callbacks.remove(in_gc_callback)
+            os.kill(os.getpid(), signal.SIGTERM)   # handled here: Terminated raised inside the callback
+    handler, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    stderr, sys.stderr = sys.stderr, io.StringIO()
+    try:
+        with sigterm_interrupts() as received:
+            gc.callbacks.append(in_gc_callback)
+            gc.collect()                                 # the exception is lost in there
+            assert received == ["SIGTERM"]
+            with pytest.raises(Terminated, match="SIGTERM"):
+                StopOnSignal(received).on_train_batch_end(0)
+        printed = sys.stderr.getvalue()
+    finally:
+        sys.stderr = stderr
+    assert "Terminated" not in printed, printed
+    assert signal.getsignal(signal.SIGTERM) is handler and sys.unraisablehook is hook   # both restored

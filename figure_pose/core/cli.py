@@ -21,22 +21,34 @@ class Terminated(KeyboardInterrupt):
     KeyboardInterrupt: whatever cleans up after an interrupt cleans up after this too."""
 
 
-def raise_terminated(signum, frame):
-    raise Terminated(signal.Signals(signum).name)
-
-
 @contextlib.contextmanager
 def sigterm_interrupts():
     """SIGTERM raises Terminated inside the block (Python's default ends the process at once, no
-    message); the previous handler afterwards. Only in the main thread, where Python runs handlers."""
+    message); the previous handler afterwards. Only in the main thread, where Python runs handlers.
+
+    Yields the list of signals received. An exception raised by a handler is lost when the
+    signal lands inside a finaliser or a garbage-collection callback (JAX registers one), so a
+    long loop should also check the list (callbacks.StopOnSignal does, after every step); the
+    "Exception ignored" report of such a lost Terminated is not printed."""
+    received = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+
+    def raise_terminated(signum, frame):
+        received.append(signal.Signals(signum).name)
+        raise Terminated(received[-1])
+
+    def unraisable(report):
+        if not isinstance(report.exc_value, Terminated):
+            previous_hook(report)
+    previous, previous_hook = signal.signal(signal.SIGTERM, raise_terminated), sys.unraisablehook
+    sys.unraisablehook = unraisable
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 def check_out_dir(path: str):

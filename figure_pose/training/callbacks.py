@@ -22,7 +22,7 @@ import numpy as np
 
 from figure_pose.core import backend
 from figure_pose.core.atomic import copy_atomic
-from figure_pose.core.cli import InputError, duration
+from figure_pose.core.cli import InputError, Terminated, duration
 from figure_pose.core.pictures import plot_curves, write_eval_pngs
 
 
@@ -41,6 +41,20 @@ def refuse_non_finite(model, what):
     if bad:
         raise NonFiniteTraining(f"the weights hold NaN or infinite values ({len(bad)} of {len(model.weights)} variables, first {bad[0]}); "
                                 f"{what} not written, the one before stays")
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Raise Terminated after the step in which a signal was received (`received`, the list that
+    cli.sigterm_interrupts fills): the handler's own exception is lost when the signal lands in a
+    finaliser or a garbage-collection callback, and the run would then train on to the end."""
+
+    def __init__(self, received):
+        super().__init__()
+        self.received = received
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.received:
+            raise Terminated(self.received[-1])
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
