@@ -308,9 +308,8 @@ def build_model(arch="simple", n_joints=13, size=320, width=1.0, depth=1, backbo
     """
     if size % 32:
         raise ValueError(f"--size {size} must be a multiple of 32")
-    networks = {"simple": simple_network, "original": original_network}
-    if arch not in networks:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(networks)}")
+    if arch not in ("original", "simple"):
+        raise ValueError(f"unknown arch {arch!r}; choose one of ['original', 'simple']")
     if backbone not in (None, *BACKBONES):
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {list(BACKBONES)}")
     if backbone and arch != "simple":
