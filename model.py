@@ -97,7 +97,7 @@ def start_run(cfg, train_ds, val_ds, facts, backup, lock=None):
             init_from(network, cfg.init_weights)
         trainer = make_trainer(network, val_ds, ARCH_CODECS[cfg.arch], cfg.loss)
         compile_model(trainer, peak_lr(cfg), cfg.epochs * len(train_ds), cfg.lr_schedule, cfg.run_eagerly,
-                      cfg.backbone_lr_scale)
+                      cfg.backbone_lr_scale, cfg.backbone_frozen_steps)
         prepare_out_dir(cfg, facts, lock)
         write_split(cfg, train_ds, val_ds)
         start = backup.restore(trainer) if cfg.resume else 0
@@ -105,7 +105,7 @@ def start_run(cfg, train_ds, val_ds, facts, backup, lock=None):
 
 
 def describe_run(cfg, trainer, train_ds, val_ds, baseline):
-    """The two lines a run starts with: the network and the data, then the schedule."""
+    """The lines a run starts with: the network and the data, the schedule, the backbone's fine-tuning."""
     network, total_steps, lr = trainer.network, cfg.epochs * len(train_ds), peak_lr(cfg)
     print(f"{network.name}: {network.count_params() / 1e6:.2f} M parameters, "
           f"{count_flops(network) / 1e9:.2f} GFLOPs per {train_ds.size}x{train_ds.size} figure; "
@@ -115,6 +115,10 @@ def describe_run(cfg, trainer, train_ds, val_ds, baseline):
           f"Adam, peak lr {lr:.3g}" + (f" ({'--lr' if cfg.lr else 'sqrt-scaled to the batch'}), "
           f"{warmup_steps(total_steps)} warm-up steps, cosine to {FINAL_LR_FRACTION:g} x peak"
           if cfg.lr_schedule == "cosine" else ", constant"), flush=True)
+    if cfg.backbone:
+        print(f"--backbone {cfg.backbone}: encoder frozen for {cfg.backbone_frozen_steps} steps, then at "
+              f"{cfg.backbone_lr_scale:g} x the lr; its BatchNorm {cfg.backbone_batchnorm}; decoder --width "
+              f"{cfg.width:g}", flush=True)
     if cfg.distribute != "none":
         n = backend.replicas(cfg.distribute)
         print(f"--distribute {cfg.distribute}: {n} devices on {keras.backend.backend()}, a batch of "

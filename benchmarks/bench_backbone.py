@@ -1,7 +1,7 @@
 """The pretrained-encoder network against `simple`, in one run: parameters, GFLOPs per figure,
 CPU training figures/s and TFLite latency at batch 1.
 
-    python benchmarks/bench_backbone.py                       # 128 px, both networks at width 0.5
+    python benchmarks/bench_backbone.py                       # 128 px, each network at model.py's default width
     python benchmarks/bench_backbone.py --sizes 128 192 256 --steps 20
 
 Training: model.py's training step (training.FigureTrainer: device augmentation, target
@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NETWORKS = {"simple": {}, "mobilenet_v2": {"backbone": "mobilenet_v2", "backbone_weights": None}}
 
 
-def measure(name, size, args, data, tmp):
-    """{parameters, gflops, train figures/s, tflite ms} of one network at one input size."""
+def measure(name, size, width, args, data, tmp):
+    """{parameters, gflops, train figures/s, tflite ms} of one network at one input size and width."""
     import keras
     from bench_inference import timed
 
@@ -36,9 +36,10 @@ def measure(name, size, args, data, tmp):
     from figure_pose.core.confidence_maps import ARCH_CODECS
     from figure_pose.data.figure_dataset import Augment, FigureBatches
     keras.utils.set_random_seed(0)
-    network = N.build_model("simple", 13, size, args.width, **NETWORKS[name])
+    network = N.build_model("simple", 13, size, width, **NETWORKS[name])
     batches = FigureBatches(data, batch_size=args.batch_size, size=size, augment=Augment(), steps=10 ** 6)
-    trainer = T.compile_model(T.make_trainer(network, batches, ARCH_CODECS["simple"]), lr=5e-4)
+    trainer = T.compile_model(T.make_trainer(network, batches, ARCH_CODECS["simple"]), lr=5e-4,
+                              encoder_lr_scale=0.1 if name != "simple" else 1.0)  # model.py's optimizer
     inputs = [batches[i] for i in range(args.warmup + args.steps)]
     for batch in inputs[:args.warmup]:
         trainer.train_on_batch(batch)
@@ -58,7 +59,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[128], help="input sizes (multiples of 32)")
-    p.add_argument("--width", type=float, default=0.5, help="decoder (and simple encoder) channel multiplier")
+    p.add_argument("--width", type=float, default=None,
+                   help="channel multiplier of simple, and of the backbone's decoder (default: model.py's for each)")
     p.add_argument("--batch-size", type=int, default=8, help="training batch")
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps (tracing)")
     p.add_argument("--steps", type=int, default=30, help="timed training steps")
@@ -67,13 +69,15 @@ def main():
     from figure_pose.core import backend
     backend.start_keras()
     from synthetic_coco import random_figures_file
+    from figure_pose.training.train_config import DEFAULT_WIDTH
     with tempfile.TemporaryDirectory() as tmp:
         data = str(random_figures_file(os.path.join(tmp, "coco.npy"), n=64, size=max(args.sizes), seed=0))
-        print(f"{'network':<14}{'size':>5}{'params (M)':>12}{'GFLOPs':>8}{'train fig/s':>13}{'TFLite ms':>11}")
+        print(f"{'network':<14}{'size':>5}{'width':>6}{'params (M)':>12}{'GFLOPs':>8}{'train fig/s':>13}{'TFLite ms':>11}")
         for size in args.sizes:
             for name in NETWORKS:
-                r = measure(name, size, args, data, tmp)
-                print(f"{name:<14}{size:>5}{r['parameters'] / 1e6:>12.2f}{r['gflops']:>8.2f}"
+                width = args.width or DEFAULT_WIDTH[NETWORKS[name].get("backbone")]
+                r = measure(name, size, width, args, data, tmp)
+                print(f"{name:<14}{size:>5}{width:>6g}{r['parameters'] / 1e6:>12.2f}{r['gflops']:>8.2f}"
                       f"{r['train_figures_per_s']:>13.1f}{r['tflite_ms']:>11.1f}", flush=True)
     print(f"(CPU: {os.cpu_count()} threads; training batch {args.batch_size}, {args.steps} timed steps; "
           f"TFLite batch 1, median of {args.runs})")

@@ -4,6 +4,8 @@ BatchNorm, learns at its own rate, and its runs save, resume, evaluate and expor
 Every test reads ../shared/weights (skipped with a reason where it is absent); nothing downloads.
 The runs are 64 px, a few steps, eager: they test the machinery, not learning (benchmarks do).
 """
+import contextlib
+import io
 import json
 
 import keras
@@ -76,6 +78,26 @@ def test_encoder_learns_at_its_own_rate(lr_scale, imagenet_weights, tmp_path):
     np.testing.assert_array_equal(np.asarray(moving_mean), before[2])
 
 
+def test_a_frozen_encoder_warm_up_holds_the_encoder_then_lets_it_learn(imagenet_weights, tmp_path):
+    """--backbone-frozen-steps 1: the first step moves the decoder only, the second the encoder too."""
+    keras.utils.set_random_seed(0)
+    network = N.build_model("simple", **SMALL, backbone="mobilenet_v2", backbone_weights=imagenet_weights)
+    data = write_figures(tmp_path / "coco.npy", n=4, size=64)
+    batches = FigureBatches(data, batch_size=4, augment=NO_AUGMENT, shuffle=False)
+    trainer = T.compile_model(T.make_trainer(network, batches, ARCH_CODECS["simple"]), lr=1e-3, run_eagerly=True,
+                              encoder_lr_scale=0.5, encoder_frozen_steps=1)
+    kernels = [network.get_layer("encoder").get_layer("block_5_project").kernel,
+               network.get_layer("dec4_block1_2_conv").kernel]
+    steps = []
+    for _ in range(2):
+        before = [np.asarray(k).copy() for k in kernels]
+        trainer.train_on_batch(batches[0])
+        steps.append([np.median(np.abs(np.asarray(k) - b)) for k, b in zip(kernels, before)])
+    (encoder_first, decoder_first), (encoder_second, _) = steps
+    assert encoder_first == 0 and decoder_first > 1e-4
+    assert encoder_second > 1e-5
+
+
 @pytest.fixture(scope="module")
 def backbone_run(imagenet_weights, tiny_data, tmp_path_factory):
     """A model.py run with the backbone (64 px, 1 epoch x 2 steps, encoder at half the rate), resumed
@@ -85,7 +107,9 @@ def backbone_run(imagenet_weights, tiny_data, tmp_path_factory):
     argv = ["--data", tiny_data, "--out", str(out), "--size", "64", "--width", "0.25", "--batch-size", "4",
             "--steps-per-epoch", "2", "--backbone", "mobilenet_v2", "--backbone-weights", imagenet_weights,
             "--backbone-lr-scale", "0.5", "--run-eagerly", "--quiet"]
-    M.main(argv + ["--epochs", "1"])
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        M.main(argv + ["--epochs", "1"])
+    (out.parent / "first_run.txt").write_text(printed.getvalue())
     M.main(argv + ["--epochs", "2", "--resume"])
     return out
 
@@ -94,6 +118,8 @@ def test_a_backbone_run_resumes_and_records_its_backbone(backbone_run):
     assert [row["epoch"] for row in read_log(backbone_run)] == ["0", "1"]
     config = json.loads((backbone_run / "config.json").read_text())
     assert (config["backbone"], config["backbone_batchnorm"], config["backbone_lr_scale"]) == ("mobilenet_v2", "frozen", 0.5)
+    assert ("--backbone mobilenet_v2: encoder frozen for 300 steps, then at 0.5 x the lr; its BatchNorm frozen; "
+            "decoder --width 0.25") in (backbone_run.parent / "first_run.txt").read_text()
 
 
 def test_a_backbone_model_loads_plainly_evaluates_and_exports(backbone_run, tiny_data, tmp_path):
@@ -130,9 +156,28 @@ def test_an_offline_imagenet_download_is_one_line(monkeypatch):
     naming the flag and the way out (simulated: tests never download)."""
     from figure_pose.core.cli import InputError
 
-    def offline(**kwargs):
+    def offline(*args, **kwargs):
         raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -2]")  # noqa: TRY002
-    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    monkeypatch.setattr(keras.utils, "get_file", offline)
     with pytest.raises(InputError, match=r"^--backbone-weights imagenet: Keras could not download .*URL fetch "
                                          r"failure.*give the path of a MobileNetV2 \.weights\.h5 file instead$"):
         N.build_model("simple", **SMALL, backbone="mobilenet_v2", backbone_weights="imagenet")
+
+
+def test_imagenet_is_the_224_px_checkpoint_at_every_input_size(monkeypatch, imagenet_weights):
+    """weights "imagenet" asks Keras for the official 224-px file (the checkpoint measured, whatever
+    --size is), not keras.applications' pick by input size (..._128_no_top.h5 at 128 px); the
+    download is simulated by the shared file."""
+    asked = []
+
+    def get_file(fname, origin, **kwargs):
+        asked.append((fname, origin, kwargs.get("cache_subdir")))
+        return imagenet_weights
+    monkeypatch.setattr(keras.utils, "get_file", get_file)
+    network = N.build_model("simple", **SMALL, backbone="mobilenet_v2", backbone_weights="imagenet")
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+    assert asked == [(name, "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" + name,
+                      "models")]
+    reference = keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=imagenet_weights)
+    np.testing.assert_array_equal(np.asarray(network.get_layer("encoder").get_layer("Conv1").kernel),
+                                  np.asarray(reference.get_layer("Conv1").kernel))

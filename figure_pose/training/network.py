@@ -251,13 +251,28 @@ MOBILENET_V2_SKIPS = ("block_2_add", "block_5_add", "block_12_add", "block_16_pr
 BACKBONES = ("mobilenet_v2",)
 
 
+# The official ImageNet file of keras.applications' MobileNetV2 (alpha 1.0, no top) trained at
+# 224 px, the checkpoint every measurement used (../shared/weights holds the same values).
+# Left to itself, keras.applications fetches the checkpoint of the input size (..._1.0_128_no_top.h5
+# at --size 128), other weights than those measured; this file fits any input size.
+MOBILENET_V2_IMAGENET_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+MOBILENET_V2_IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+
+
 def backbone_weights(weights: str | None):
-    """keras.applications' `weights` for --backbone-weights: "imagenet" (Keras downloads the
-    official file once into ~/.keras/models), None or "none" (random), else a .weights.h5 path,
-    which must exist (FileNotFoundError, one line)."""
+    """keras.applications' `weights` for --backbone-weights: "imagenet" (the 224-px ImageNet file,
+    downloaded once by Keras into ~/.keras/models; offline: InputError, one line), None or "none"
+    (random), else a .weights.h5 path, which must exist (FileNotFoundError, one line)."""
     if weights in (None, "none"):
         return None
-    if weights == "imagenet" or os.path.isfile(weights):
+    if weights == "imagenet":
+        try:
+            return keras.utils.get_file(MOBILENET_V2_IMAGENET_FILE, MOBILENET_V2_IMAGENET_URL + MOBILENET_V2_IMAGENET_FILE,
+                                        cache_subdir="models")
+        except Exception as err:  # keras.utils.get_file raises a bare Exception when it cannot download
+            raise InputError(f"--backbone-weights imagenet: Keras could not download MobileNetV2's ImageNet weights "
+                             f"({err}); give the path of a MobileNetV2 .weights.h5 file instead") from None
+    if os.path.isfile(weights):
         return weights
     raise FileNotFoundError(f"--backbone-weights {weights}: no such file (imagenet, none or a "
                             "MobileNetV2 .weights.h5 file)")
@@ -271,14 +286,8 @@ def mobilenet_v2_encoder(size: int, weights: str | None = "imagenet", train_batc
     ImageNet BatchNorm statistics and scales frozen (the layers run in inference mode), which
     is what small batches need (docs/training.md "Transfer learning"); its kernels still train.
     """
-    try:
-        base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
-                                              weights=backbone_weights(weights))
-    except Exception as err:  # keras.utils.get_file raises a bare Exception when it cannot download
-        if weights != "imagenet":
-            raise
-        raise InputError(f"--backbone-weights imagenet: Keras could not download MobileNetV2's ImageNet weights "
-                         f"({err}); give the path of a MobileNetV2 .weights.h5 file instead") from None
+    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False,
+                                          weights=backbone_weights(weights))
     if not train_batchnorm:
         for layer in base.layers:
             if isinstance(layer, layers.BatchNormalization):

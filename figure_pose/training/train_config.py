@@ -41,6 +41,11 @@ def setting(default, help, type=None, choices=None, flag=None):  # noqa: A002 - 
     return field(default=default, metadata={"help": help, "type": type, "choices": choices, "flag": flag})
 
 
+# --width's default by --backbone: the simple network's 0.5, and a wider decoder (2.8 M parameters
+# in all) on the pretrained encoder, each the best measured on the real slice (docs/results.md).
+DEFAULT_WIDTH = {None: 0.5, "mobilenet_v2": 1.0}
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on; model.py's flags are made from these fields."""
@@ -66,11 +71,14 @@ class TrainConfig:
     size: int = setting(128, "network input side in pixels (0: the data's canvas size, else a multiple of 32 >= "
                              "32); 128 learns from a few hundred figures on a CPU, 256 is the usual full-COCO input",
                         input_size)
-    width: float = setting(0.5, "channel multiplier (> 0; 0.5: 0.37 M parameters, 1: 1.47 M)", number(0, above=True))
+    width: float | None = setting(None, "channel multiplier of the network (of the decoder alone with --backbone) "
+                                        f"(> 0); default {DEFAULT_WIDTH[None]:g} (simple: 0.37 M parameters; 1: "
+                                        f"1.47 M), {DEFAULT_WIDTH['mobilenet_v2']:g} with --backbone mobilenet_v2",
+                                  number(0, above=True))
     depth: int = setting(1, "residual blocks per stage (>= 1; scales depth)", int_in(1))
     backbone: str | None = setting(None, "a pretrained encoder for the simple network's decoder: mobilenet_v2 "
-                                         "(keras.applications' MobileNetV2, fine-tuned end to end; 2.2 M parameters "
-                                         "at --width 0.5); the --backbone-* flags' defaults are the best measured on "
+                                         "(keras.applications' MobileNetV2, fine-tuned end to end; 2.8 M parameters "
+                                         "at its default --width 1); the --backbone-* flags' defaults are the best measured on "
                                          "a few hundred real figures (docs/training.md, Transfer learning)",
                                    choices=BACKBONES)
     backbone_weights: str = setting("imagenet", "the --backbone's starting weights: imagenet (Keras downloads the "
@@ -78,6 +86,10 @@ class TrainConfig:
                                                 "path of a MobileNetV2 .weights.h5 file")
     backbone_lr_scale: float = setting(0.1, "the --backbone encoder's learning rate as a fraction of --lr (0-1; the "
                                             "decoder's is --lr)", number(0, 1))
+    backbone_frozen_steps: int = setting(300, "the --backbone encoder stays frozen for this many optimiser steps "
+                                              "(>= 0) while the new decoder warms up, then learns at "
+                                              "--backbone-lr-scale",
+                                         int_in(0))
     backbone_batchnorm: str = setting("frozen", "the --backbone encoder's BatchNorm: frozen (its ImageNet "
                                                 "statistics and scales, inference mode) or train (batch statistics)",
                                       choices=("frozen", "train"))
@@ -113,6 +125,10 @@ class TrainConfig:
     processes: bool = setting(False, "read batches in worker processes instead of threads", flag="--worker-processes")
     verbose: int = setting(1, "Keras' fit verbosity: 1 a progress bar, 2 a line per epoch (--quiet, or no terminal)",
                            flag=False)
+
+    def __post_init__(self):
+        if self.width is None:  # the network's own default; config.json records the width used
+            self.width = DEFAULT_WIDTH.get(self.backbone, DEFAULT_WIDTH[None])
 
 
 def flag_of(name: str) -> str:

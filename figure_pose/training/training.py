@@ -166,15 +166,17 @@ def learning_rate(peak: float, total_steps: int, kind: str = "cosine"):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ScaledAdam(keras.optimizers.Adam):
     """Adam whose steps for some variables are scaled by `lr_scale` (discriminative fine-tuning:
-    a pretrained encoder learns at a fraction of the decoder's rate, as ULMFiT does).
+    a pretrained encoder learns at a fraction of the decoder's rate, as ULMFiT does), and held
+    at zero for their first `frozen_steps` optimiser steps (a warm-up of the new decoder on a
+    frozen encoder, as keras-io's keypoint example trains it; Adam's moments still gather).
 
     scaled_paths: the `Variable.path`s to scale. Works on every backend: the scale is applied
     where Adam's own update_step runs, keyed by Adam's own variable index.
     """
 
-    def __init__(self, scaled_paths=(), lr_scale: float = 1.0, **kwargs):
+    def __init__(self, scaled_paths=(), lr_scale: float = 1.0, frozen_steps: int = 0, **kwargs):
         super().__init__(**kwargs)
-        self.scaled_paths, self.lr_scale = list(scaled_paths), float(lr_scale)
+        self.scaled_paths, self.lr_scale, self.frozen_steps = list(scaled_paths), float(lr_scale), int(frozen_steps)
 
     def build(self, variables):
         super().build(variables)
@@ -183,11 +185,15 @@ class ScaledAdam(keras.optimizers.Adam):
 
     def update_step(self, gradient, variable, learning_rate):
         if self._get_variable_index(variable) in self._scaled_indices:
-            learning_rate = ops.multiply(learning_rate, self.lr_scale)
+            scale = self.lr_scale
+            if self.frozen_steps:  # `iterations` counts the steps before this one
+                scale = ops.where(ops.less(self.iterations, self.frozen_steps), 0.0, scale)
+            learning_rate = ops.multiply(learning_rate, ops.cast(scale, learning_rate.dtype))
         return super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):
-        return {**super().get_config(), "scaled_paths": self.scaled_paths, "lr_scale": self.lr_scale}
+        return {**super().get_config(), "scaled_paths": self.scaled_paths, "lr_scale": self.lr_scale,
+                "frozen_steps": self.frozen_steps}
 
 
 def encoder_variables(network):
@@ -196,15 +202,17 @@ def encoder_variables(network):
 
 
 def compile_model(trainer, lr: float, total_steps: int = 0, kind: str = "cosine", run_eagerly: bool = False,
-                  encoder_lr_scale: float = 1.0):
+                  encoder_lr_scale: float = 1.0, encoder_frozen_steps: int = 0):
     """Adam with learning_rate(lr, total_steps, kind) (constant lr if total_steps is 0), the
-    pretrained encoder's steps (if any) scaled by encoder_lr_scale; the loss is the trainer's own;
+    pretrained encoder's steps (if any) scaled by encoder_lr_scale, and zero for its first
+    encoder_frozen_steps; the loss is the trainer's own;
     run_eagerly: no traced graph (debugging, short runs). The optimizer's slots are made here:
     made inside the first traced train step instead, they make TensorFlow trace that step twice
     (half of a short run)."""
     schedule = learning_rate(lr, total_steps, kind if total_steps else "constant")
-    encoder = [v.path for v in encoder_variables(trainer.network)] if encoder_lr_scale != 1.0 else []
-    optimizer = ScaledAdam(encoder, encoder_lr_scale, learning_rate=schedule) if encoder else \
+    scaled = encoder_lr_scale != 1.0 or encoder_frozen_steps > 0
+    encoder = [v.path for v in encoder_variables(trainer.network)] if scaled else []
+    optimizer = ScaledAdam(encoder, encoder_lr_scale, encoder_frozen_steps, learning_rate=schedule) if encoder else \
         keras.optimizers.Adam(schedule)
     trainer.compile(optimizer=optimizer, run_eagerly=run_eagerly)
     trainer.network.run_eagerly = run_eagerly  # its predict_on_batch (the epoch pictures) too: no trace a run
