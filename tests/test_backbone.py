@@ -140,15 +140,21 @@ def test_a_backbone_model_loads_plainly_evaluates_and_exports(backbone_run, tiny
     np.testing.assert_allclose(exported, reference, atol=1e-3)
 
 
-def test_the_heads_batchnorm_is_each_networks_own_choice():
-    """BatchNorm-LeakyReLU before the heads: off for simple, on for the MobileNetV2 decoder (which
-    saturates at -1 without it), and head_norm overrides either (benchmarks/bench_plateau.py)."""
-    def has_head_norm(**kw):
-        names = {layer.name for layer in N.build_model("simple", **SMALL, **kw).layers}
-        return {"maps_bn", "side_s16_bn", "side_s8_bn"} <= names
+def test_the_heads_are_normalised_and_the_simple_ones_start_at_the_background():
+    """BatchNorm-LeakyReLU before the heads of both networks (without it their tanh saturates at -1),
+    head_norm=False removes it (benchmarks/bench_plateau.py); the simple network's heads start at
+    HEAD_START (their bias atanh(-0.8)), the MobileNetV2 network's at 0 (as measured)."""
+    def heads(**kw):
+        network = N.build_model("simple", **SMALL, **kw)
+        names = {layer.name for layer in network.layers}
+        biases = {round(float(np.asarray(network.get_layer(f"{h}_conv").bias).mean()), 5)
+                  for h in ("maps", "side_s16", "side_s8")}
+        return {"maps_bn", "side_s16_bn", "side_s8_bn"} <= names, biases
     mobilenet = dict(backbone="mobilenet_v2", backbone_weights=None)
-    assert not has_head_norm() and has_head_norm(head_norm=True)
-    assert has_head_norm(**mobilenet) and not has_head_norm(**mobilenet, head_norm=False)
+    normed, biases = heads()
+    assert normed and biases == {round(float(np.arctanh(-0.8)), 5)} and N.HEAD_START == -0.8
+    assert heads(head_norm=False) == (False, {0.0})
+    assert heads(**mobilenet) == (True, {0.0}) and heads(**mobilenet, head_norm=False) == (False, {0.0})
 
 
 def test_an_offline_imagenet_download_is_one_line(monkeypatch):

@@ -158,52 +158,64 @@ def stage(x, c: int, blocks: int, mode: str = "same", ratio: int = 4, dropout: f
     return x
 
 
-def head(x, n_joints: int, upsample: int = 1, before: bool = False, norm: bool = False, name: str = "maps"):
+# Where the simple network's heads start, in tanh range: near the background's -1, not at 0.
+# Its heads are normalised (BatchNorm-LeakyReLU), so only the conv's bias can move their mean,
+# by about the learning rate a step; from 0 the maps take hundreds of steps to reach the
+# background (the 64-px runs of the tests then end below the mean pose). Not -1: tanh saturates.
+HEAD_START = -0.8
+
+
+def head(x, n_joints: int, upsample: int = 1, before: bool = False, norm: bool = False, start: float = 0.0,
+         name: str = "maps"):
     """1x1 conv to n_joints then tanh, upsampled x `upsample` (before the conv if `before`).
 
     (B, H, W, C) -> (B, H*upsample, W*upsample, n_joints), float32 (also under mixed precision).
     norm: BatchNorm -> LeakyReLU first, as a pre-activation network ends. Without it the conv
     reads the un-normalised residual sum, and Adam can drive the tanh into saturation at -1
     (every map background, zero gradient): the MobileNetV2 decoder did so within 40 steps,
-    the simple network at 256 px too (docs/results.md "The background plateau").
+    the simple network at 256 and 320 px too (docs/results.md "The background plateau").
+    start: the tanh value the head outputs before training (its bias is atanh(start)).
     """
     if norm:
         x = norm_act(x, name)
     if upsample > 1 and before:  # the original's order (wasteful: a 1x1 conv at full size)
         x = layers.UpSampling2D(upsample, interpolation="nearest", name=f"{name}_up")(x)
-    x = layers.Conv2D(n_joints, 1, use_bias=True, kernel_initializer=HostGlorotUniform(), name=f"{name}_conv")(x)
+    bias = keras.initializers.Constant(float(np.arctanh(start))) if start else "zeros"
+    x = layers.Conv2D(n_joints, 1, use_bias=True, kernel_initializer=HostGlorotUniform(), bias_initializer=bias,
+                      name=f"{name}_conv")(x)
     if upsample > 1 and not before:
         x = layers.UpSampling2D(upsample, interpolation="bilinear", name=f"{name}_up")(x)
     return layers.Activation("tanh", dtype="float32", name=name)(x)
 
 
-def unet_decoder(x, skips, n_joints: int, width: float, depth: int, head_norm: bool = True):
+def unet_decoder(x, skips, n_joints: int, width: float, depth: int, head_norm: bool = True, head_start: float = 0.0):
     """The U-Net decoder from stride 32 back to stride 4, with deep-supervision side outputs.
 
     x (B, S/32, S/32, C); skips (s16, s8, s4): encoder features at strides 16, 8 and 4.
     -> [maps (B, S/4, S/4, J), side_s16, side_s8 (B, S/4, S/4, J)]; the side outputs come
     from the stride-16 and stride-8 stages, projected there and upsampled. head_norm: each
-    head starts with BatchNorm-LeakyReLU (see `head`).
+    head starts with BatchNorm-LeakyReLU; head_start: the heads' output before training (see `head`).
     """
     s16, s8, s4 = skips
     c4, c8, c16 = (make_divisible(c * width) for c in (64, 128, 256))
     x = stage(x, c16, 1, "up", dropout=0.1, name="up16")
     x = stage(layers.Concatenate(name="skip16")([x, s16]), c16, depth, name="dec16")   # (B, S/16, S/16, c16)
-    side_s16 = head(x, n_joints, 4, norm=head_norm, name="side_s16")                             # (B, S/4, S/4, J)
+    side_s16 = head(x, n_joints, 4, norm=head_norm, start=head_start, name="side_s16")                             # (B, S/4, S/4, J)
     x = stage(x, c8, 1, "up", dropout=0.1, name="up8")
     x = stage(layers.Concatenate(name="skip8")([x, s8]), c8, depth, name="dec8")       # (B, S/8, S/8, c8)
-    side_s8 = head(x, n_joints, 2, norm=head_norm, name="side_s8")                               # (B, S/4, S/4, J)
+    side_s8 = head(x, n_joints, 2, norm=head_norm, start=head_start, name="side_s8")                               # (B, S/4, S/4, J)
     x = stage(x, c4, 1, "up", dropout=0.1, name="up4")
     x = stage(layers.Concatenate(name="skip4")([x, s4]), c4, depth + 1, name="dec4")   # (B, S/4, S/4, c4)
-    return [head(x, n_joints, norm=head_norm, name="maps"), side_s16, side_s8]
+    return [head(x, n_joints, norm=head_norm, start=head_start, name="maps"), side_s16, side_s8]
 
 
-def simple_network(inputs, n_joints: int, width: float, depth: int, head_norm: bool = False):
+def simple_network(inputs, n_joints: int, width: float, depth: int, head_norm: bool = True):
     """(B, S, S, 3) -> [maps (B, S/4, S/4, J), side_s16, side_s8 (B, S/4, S/4, J)].
 
     Encoder of residual bottlenecks to strides 2 (stem), 4, 8, 16, 32; the U-Net decoder, its
-    heads without BatchNorm by default (with it, 256 px leaves the background plateau, but
-    the 64-px runs of the tests learn less: docs/results.md "The background plateau").
+    heads normalised and starting at HEAD_START (without both, 256 and 320 px stay on the
+    background plateau: docs/results.md "The background plateau"); head_norm False: plain
+    heads starting at 0, as before (benchmarks/bench_plateau.py's comparison).
     """
     c2, c4, c8, c16, c32 = (make_divisible(c * width) for c in (16, 64, 128, 256, 256))
     x = conv(inputs, c2, 3, stride=2, name="stem")                               # (B, S/2, S/2, c2)
@@ -211,7 +223,7 @@ def simple_network(inputs, n_joints: int, width: float, depth: int, head_norm: b
     s8 = stage(s4, c8, depth + 1, "down", name="down8")                          # (B, S/8, S/8, c8)
     s16 = stage(s8, c16, depth + 1, "down", name="down16")                       # (B, S/16, S/16, c16)
     x = stage(s16, c32, 2 * depth + 1, "down", name="down32")                    # (B, S/32, S/32, c32)
-    return unet_decoder(x, (s16, s8, s4), n_joints, width, depth, head_norm)
+    return unet_decoder(x, (s16, s8, s4), n_joints, width, depth, head_norm, HEAD_START if head_norm else 0.0)
 
 
 def original_network(inputs, n_joints: int, width: float, depth: int):
@@ -306,14 +318,15 @@ def mobilenet_v2_network(inputs, n_joints: int, width: float, depth: int, weight
 
 
 def build_model(arch="simple", n_joints=13, size=320, width=1.0, depth=1, backbone=None,
-                backbone_weights="imagenet", train_batchnorm=False, head_norm=None):
+                backbone_weights="imagenet", train_batchnorm=False, head_norm=True):
     """Functional model (B, size, size, 3) in [-1, 1] -> [maps, side_s16, side_s8] in tanh range.
 
     simple: maps at size / 4; original: maps at size. size must be a multiple of 32.
     backbone: None (the arch's own encoder) or "mobilenet_v2" (with arch simple: a pretrained
     encoder, mobilenet_v2_network), from `backbone_weights`. head_norm: BatchNorm-LeakyReLU
-    before the heads of the U-Net decoder; None: the network's own choice (simple without,
-    the backbone network with; benchmarks/bench_plateau.py shows why).
+    before the heads of the U-Net decoder (simple's heads then start at HEAD_START, the
+    backbone's at 0, as measured); False: plain heads, which saturate
+    (benchmarks/bench_plateau.py's comparison).
     """
     if size % 32:
         raise ValueError(f"--size {size} must be a multiple of 32")
@@ -326,10 +339,10 @@ def build_model(arch="simple", n_joints=13, size=320, width=1.0, depth=1, backbo
     inputs = keras.Input((size, size, 3), name="figure")
     if backbone:
         outputs = mobilenet_v2_network(inputs, n_joints, width, depth, backbone_weights, train_batchnorm,
-                                       head_norm is not False)
+                                       head_norm)
         return keras.Model(inputs, outputs, name=f"figure_pose_{backbone}")
     if arch == "simple":
-        outputs = simple_network(inputs, n_joints, width, depth, bool(head_norm))
+        outputs = simple_network(inputs, n_joints, width, depth, head_norm)
     else:
         outputs = original_network(inputs, n_joints, width, depth)
     return keras.Model(inputs, outputs, name=f"figure_pose_{arch}")
