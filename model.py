@@ -138,10 +138,10 @@ def check_inputs(cfg):
                 except (FileNotFoundError, ValueError) as err:
                     raise InputError(f"{flag} {err}") from None
         if cfg.backbone:
-            backbone_weights(cfg.backbone_weights)
             if cfg.arch != "simple":
                 raise InputError(f"--backbone {cfg.backbone} builds the simple network's decoder; "
                                  f"drop --arch {cfg.arch}")
+            backbone_weights(cfg.backbone_weights)  # a missing file, or imagenet offline: one line, before any work
         if cfg.init_weights:
             try:
                 load_trained_model(cfg.init_weights)

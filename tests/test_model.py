@@ -116,7 +116,7 @@ def test_mixed_precision_trains_and_does_not_leak(tiny_data, tmp_path):
     """bfloat16 compute on the CPU (float16 on a GPU); float32 maps, falling loss; the next run in the
     process sets float32 first thing (here one refused right after)."""
     history = M.train(small_config(tiny_data, tmp_path / "mp", mixed_precision=True, lr=2e-3,
-                                   epochs=4, augment=NO_AUGMENT))
+                                   epochs=6, augment=NO_AUGMENT))
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
     model = N.load_trained_model(str(tmp_path / "mp" / "last.keras"))
