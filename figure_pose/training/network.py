@@ -200,10 +200,10 @@ def unet_decoder(x, skips, n_joints: int, width: float, depth: int, head_norm: b
     c4, c8, c16 = (make_divisible(c * width) for c in (64, 128, 256))
     x = stage(x, c16, 1, "up", dropout=0.1, name="up16")
     x = stage(layers.Concatenate(name="skip16")([x, s16]), c16, depth, name="dec16")   # (B, S/16, S/16, c16)
-    side_s16 = head(x, n_joints, 4, norm=head_norm, start=head_start, name="side_s16")                             # (B, S/4, S/4, J)
+    side_s16 = head(x, n_joints, 4, norm=head_norm, start=head_start, name="side_s16")  # (B, S/4, S/4, J)
     x = stage(x, c8, 1, "up", dropout=0.1, name="up8")
     x = stage(layers.Concatenate(name="skip8")([x, s8]), c8, depth, name="dec8")       # (B, S/8, S/8, c8)
-    side_s8 = head(x, n_joints, 2, norm=head_norm, start=head_start, name="side_s8")                               # (B, S/4, S/4, J)
+    side_s8 = head(x, n_joints, 2, norm=head_norm, start=head_start, name="side_s8")    # (B, S/4, S/4, J)
     x = stage(x, c4, 1, "up", dropout=0.1, name="up4")
     x = stage(layers.Concatenate(name="skip4")([x, s4]), c4, depth + 1, name="dec4")   # (B, S/4, S/4, c4)
     return [head(x, n_joints, norm=head_norm, start=head_start, name="maps"), side_s16, side_s8]
