@@ -25,8 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NETWORKS = {"simple": {}, "mobilenet_v2": {"backbone": "mobilenet_v2", "backbone_weights": None}}
 
 
-def measure(name, size, width, args, data, tmp):
-    """{parameters, gflops, train figures/s, tflite ms} of one network at one input size and width."""
+def measure(name, size, cfg, args, data, tmp):
+    """{parameters, gflops, train figures/s, tflite ms} of one network at one input size, built and
+    compiled as model.py does from `cfg` (a TrainConfig: width, the encoder's rate and frozen steps)."""
     import keras
     from bench_inference import timed
 
@@ -36,10 +37,10 @@ def measure(name, size, width, args, data, tmp):
     from figure_pose.core.confidence_maps import ARCH_CODECS
     from figure_pose.data.figure_dataset import Augment, FigureBatches
     keras.utils.set_random_seed(0)
-    network = N.build_model("simple", 13, size, width, **NETWORKS[name])
+    network = N.build_model("simple", 13, size, cfg.width, **NETWORKS[name])
     batches = FigureBatches(data, batch_size=args.batch_size, size=size, augment=Augment(), steps=10 ** 6)
     trainer = T.compile_model(T.make_trainer(network, batches, ARCH_CODECS["simple"]), lr=5e-4,
-                              encoder_lr_scale=0.1 if name != "simple" else 1.0)  # model.py's optimizer
+                              encoder_lr_scale=cfg.backbone_lr_scale, encoder_frozen_steps=cfg.backbone_frozen_steps)
     inputs = [batches[i] for i in range(args.warmup + args.steps)]
     for batch in inputs[:args.warmup]:
         trainer.train_on_batch(batch)
@@ -69,15 +70,15 @@ def main():
     from figure_pose.core import backend
     backend.start_keras()
     from synthetic_coco import random_figures_file
-    from figure_pose.training.train_config import DEFAULT_WIDTH
+    from figure_pose.training.train_config import TrainConfig
     with tempfile.TemporaryDirectory() as tmp:
         data = str(random_figures_file(os.path.join(tmp, "coco.npy"), n=64, size=max(args.sizes), seed=0))
         print(f"{'network':<14}{'size':>5}{'width':>6}{'params (M)':>12}{'GFLOPs':>8}{'train fig/s':>13}{'TFLite ms':>11}")
         for size in args.sizes:
             for name in NETWORKS:
-                width = args.width or DEFAULT_WIDTH[NETWORKS[name].get("backbone")]
-                r = measure(name, size, width, args, data, tmp)
-                print(f"{name:<14}{size:>5}{width:>6g}{r['parameters'] / 1e6:>12.2f}{r['gflops']:>8.2f}"
+                cfg = TrainConfig(backbone=NETWORKS[name].get("backbone"), width=args.width)
+                r = measure(name, size, cfg, args, data, tmp)
+                print(f"{name:<14}{size:>5}{cfg.width:>6g}{r['parameters'] / 1e6:>12.2f}{r['gflops']:>8.2f}"
                       f"{r['train_figures_per_s']:>13.1f}{r['tflite_ms']:>11.1f}", flush=True)
     print(f"(CPU: {os.cpu_count()} threads; training batch {args.batch_size}, {args.steps} timed steps; "
           f"TFLite batch 1, median of {args.runs})")

@@ -57,21 +57,28 @@ def test_wrong_backbone_requests_are_one_line_errors(tmp_path):
         N.build_model("simple", **SMALL, backbone="vgg")
 
 
+def one_batch_trainer(weights, tmp_path, **compile_kw):
+    """(network, trainer, batch): the 64-px backbone network from `weights`, compiled eagerly at
+    lr 1e-3 with compile_kw (encoder_lr_scale, encoder_frozen_steps), and one batch of 4 figures."""
+    keras.utils.set_random_seed(0)
+    network = N.build_model("simple", **SMALL, backbone="mobilenet_v2", backbone_weights=weights)
+    data = write_figures(tmp_path / "coco.npy", n=4, size=64)
+    batches = FigureBatches(data, batch_size=4, augment=NO_AUGMENT, shuffle=False)
+    trainer = T.compile_model(T.make_trainer(network, batches, ARCH_CODECS["simple"]), lr=1e-3, run_eagerly=True,
+                              **compile_kw)
+    return network, trainer, batches[0]
+
+
 @pytest.mark.parametrize("lr_scale", [0.0, 0.5])
 def test_encoder_learns_at_its_own_rate(lr_scale, imagenet_weights, tmp_path):
     """--backbone-lr-scale s: the encoder's Adam steps are s x the decoder's (Adam's first step moves
     every weight by about lr x sign(gradient)); frozen BatchNorm statistics stay the file's."""
-    keras.utils.set_random_seed(0)
-    network = N.build_model("simple", **SMALL, backbone="mobilenet_v2", backbone_weights=imagenet_weights)
-    data = write_figures(tmp_path / "coco.npy", n=4, size=64)
-    batches = FigureBatches(data, batch_size=4, augment=NO_AUGMENT, shuffle=False)
-    trainer = T.compile_model(T.make_trainer(network, batches, ARCH_CODECS["simple"]), lr=1e-3, run_eagerly=True,
-                              encoder_lr_scale=lr_scale)
+    network, trainer, batch = one_batch_trainer(imagenet_weights, tmp_path, encoder_lr_scale=lr_scale)
     encoder, decoder = network.get_layer("encoder"), network.get_layer("dec4_block1_2_conv")
     kernels = [encoder.get_layer("block_5_project").kernel, decoder.kernel]
     moving_mean = encoder.get_layer("block_5_project_BN").moving_mean
     before = [np.asarray(v).copy() for v in (*kernels, moving_mean)]
-    trainer.train_on_batch(batches[0])
+    trainer.train_on_batch(batch)
     encoder_step, decoder_step = (np.median(np.abs(np.asarray(k) - b)) for k, b in zip(kernels, before))
     assert decoder_step == pytest.approx(1e-3, rel=0.05)
     assert encoder_step == pytest.approx(lr_scale * 1e-3, rel=0.05, abs=1e-9)
@@ -80,18 +87,14 @@ def test_encoder_learns_at_its_own_rate(lr_scale, imagenet_weights, tmp_path):
 
 def test_a_frozen_encoder_warm_up_holds_the_encoder_then_lets_it_learn(imagenet_weights, tmp_path):
     """--backbone-frozen-steps 1: the first step moves the decoder only, the second the encoder too."""
-    keras.utils.set_random_seed(0)
-    network = N.build_model("simple", **SMALL, backbone="mobilenet_v2", backbone_weights=imagenet_weights)
-    data = write_figures(tmp_path / "coco.npy", n=4, size=64)
-    batches = FigureBatches(data, batch_size=4, augment=NO_AUGMENT, shuffle=False)
-    trainer = T.compile_model(T.make_trainer(network, batches, ARCH_CODECS["simple"]), lr=1e-3, run_eagerly=True,
-                              encoder_lr_scale=0.5, encoder_frozen_steps=1)
+    network, trainer, batch = one_batch_trainer(imagenet_weights, tmp_path, encoder_lr_scale=0.5,
+                                                encoder_frozen_steps=1)
     kernels = [network.get_layer("encoder").get_layer("block_5_project").kernel,
                network.get_layer("dec4_block1_2_conv").kernel]
     steps = []
     for _ in range(2):
         before = [np.asarray(k).copy() for k in kernels]
-        trainer.train_on_batch(batches[0])
+        trainer.train_on_batch(batch)
         steps.append([np.median(np.abs(np.asarray(k) - b)) for k, b in zip(kernels, before)])
     (encoder_first, decoder_first), (encoder_second, _) = steps
     assert encoder_first == 0 and decoder_first > 1e-4

@@ -52,6 +52,7 @@ def test_help_explains_every_flag(capsys):
     assert (quiet.verbose, quiet.processes, quiet.augment) == (2, True, NO_AUGMENT)
     assert set(asdict(TrainConfig())["augment"]) == {f.name for f in fields(Augment)}
 
+
 def test_the_width_default_follows_the_network():
     """--width's default is each network's measured best (simple 0.5; the backbone's decoder 1), a
     given --width wins, and the resolved width is what the run records."""
@@ -60,6 +61,7 @@ def test_the_width_default_follows_the_network():
     assert width() == 0.5 and width("--backbone", "mobilenet_v2") == 1.0
     assert width("--backbone", "mobilenet_v2", "--width", "0.5") == 0.5 and width("--width", "2") == 2.0
     assert asdict(TrainConfig(backbone="mobilenet_v2"))["width"] == 1.0
+
 
 # ----------------------------------------------------------------------------- learning, from the command line
 
