@@ -14,7 +14,9 @@ last checkpoint with `evaluate.py` on the figures of its own images that have at
 --val-min-keypoints labelled joints. The mean-pose baseline of every fold comes from that
 fold's training figures. Pooled PCK weights every labelled validation joint equally;
 pooled AP is one COCOeval over all folds' predictions against the original annotations
-(--coco-root; without it, each fold's approximate AP from the figures, averaged).
+(--coco-root; without it, each fold's approximate AP from the figures, averaged). The joints
+missed at PCK@0.2 are counted by kind over all folds: left/right inversions, and labels on
+the white canvas, outside the cut-out (evaluate.py's miss line).
 Arguments after `--` go to model.py unchanged. --reuse scores folds trained before again
 (e.g. with --coco-root) without training them.
 """
@@ -32,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from figure_pose.core.figures import figure_joint_names, open_figures, read_sidecar  # noqa: E402
+from figure_pose.evaluation.evaluation import MISS_THRESHOLD, describe_misses  # noqa: E402
 
 
 def image_folds(image_ids, folds, seed):
@@ -135,6 +138,9 @@ def report(rows, seconds, ap):
           f"PCK@0.1 {summary['pck@0.1']:.3f} vs {summary['mean_pose_pck@0.1']:.3f}; AP {ap:.3f} "
           f"({summary['folds_beating_baseline']} of {len(rows)} folds beat the mean pose at 0.2; "
           f"training {summary['train_seconds'] / 60:.1f} min, all {seconds / 60:.1f} min)")
+    key = f"misses@{MISS_THRESHOLD}"
+    summary[key] = {kind: sum(r[key][kind] for r in rows) for kind in rows[0][key]}
+    print(describe_misses(summary[key], summary["labelled_joints"]))
     return summary
 
 

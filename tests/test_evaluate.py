@@ -77,6 +77,9 @@ def test_oracle_on_synthetic_sample(synthetic, tmp_path, capsys):
     assert compare["dark"]["mean_error_px"] < compare["quarter"]["mean_error_px"] < compare["none"]["mean_error_px"]
     assert compare["dark+flip"]["ap"] == 1.0             # rendering of the mirror agrees with flip_maps
     assert metrics["baseline"]["pck@0.2"] < metrics["pck@0.2"]
+    misses = metrics["misses@0.2"]      # joints hidden by a person in front are labelled, and cut away: on white
+    assert (misses["missed"], misses["inversions"], misses["on_white"]) == (0, 0, 0) and misses["labels_on_white"] > 0
+    assert f"missed at PCK@0.2: 0 of {metrics['labelled_joints']} labelled joints" in stdout
     check_results_round_trip(root, npy, tmp_path)
     for name in ("examples.png", "worst.png", "pck_per_joint.png"):
         assert (tmp_path / name).stat().st_size > 1000
@@ -89,6 +92,30 @@ def test_oracle_on_real_slice(real, tmp_path, capsys):
     assert metrics["figures"] == 57 and metrics["mean_error_px"] < 0.5
     assert metrics["baseline"]["label"] == "mean pose (training figures)"
     check_results_round_trip(root, npy, tmp_path)
+
+
+def test_labels_on_white_are_off_the_annotation_mask(real):
+    """On the real slice, a label on the white canvas is one outside the person's segmentation
+    mask (pycocotools' annToMask at the label and its 8 neighbours, in the photo): none inside,
+    and most labels off the mask are found (the rest sit at its edge, blended by the resize)."""
+    from pycocotools.coco import COCO
+    from figure_pose.core.figures import gt_original, open_figures
+    from figure_pose.evaluation.evaluation import labels_on_white
+    root, npy = real
+    figures = open_figures(str(npy))
+    keypoints = np.asarray(figures["keypoints"], dtype=np.float64)
+    on_white = labels_on_white(figures, np.arange(len(figures)), keypoints)
+    photo_xy = gt_original(keypoints, np.asarray(figures["affine"], dtype=np.float64))[..., :2]
+    coco = COCO(str(root / "annotations" / "person_keypoints_train2017.json"))
+    off_mask = np.zeros_like(on_white)
+    for i, annotation_id in enumerate(figures["annotation_id"]):
+        mask = coco.annToMask(coco.loadAnns(int(annotation_id))[0])
+        for j in np.flatnonzero(keypoints[i, :, 2] > 0):
+            x, y = np.rint(photo_xy[i, j]).astype(int)
+            off_mask[i, j] = not mask[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].any()
+    assert off_mask.sum() >= 20                              # the slice has such labels to find
+    assert not (on_white & ~off_mask).any()
+    assert on_white.sum() >= 0.9 * off_mask.sum()
 
 
 def test_without_coco_root_says_so(synthetic, tmp_path, capsys):
@@ -138,6 +165,30 @@ def test_a_model_predicting_the_mean_pose_scores_as_the_baseline(synthetic, tmp_
     assert metrics["mean_error_px"] == pytest.approx(base["mean_error_px"], abs=0.02)
     assert metrics["oks_mean"] == pytest.approx(base["oks_mean"], abs=1e-3)
     assert 0.2 < metrics["pck@0.2"] < 1.0 and metrics["pck@0.05"] < 0.5     # a real baseline, not a trivial one
+    misses = metrics["misses@0.2"]
+    assert misses["missed"] == round((1 - metrics["pck@0.2"]) * metrics["labelled_joints"])
+    assert 0 <= misses["inversions"] < misses["missed"] and 0 <= misses["on_white"] <= misses["labels_on_white"]
+
+
+def test_labels_on_white_are_those_outside_the_cut_out(synthetic):
+    """A label is on white when the canvas is white (255) at it and its 8 neighbours: everywhere on
+    an all-white crop; on a black crop only in the white border, or on a 3 x 3 white patch."""
+    from figure_pose.core.figures import open_figures, white_border
+    from figure_pose.evaluation.evaluation import labels_on_white
+    _, npy = synthetic
+    figures = np.array(open_figures(str(npy))[:2])
+    border = white_border(320)
+    figures["figure"][0], figures["figure"][1] = 255, 0
+    figures["figure"][1, 100 - border - 1:100 - border + 2, 200 - border - 1:200 - border + 2] = 255  # at (200, 100)
+    figures["figure"][1, 150 - border, 200 - border] = 255                                           # one pixel
+    kp = np.zeros((2, 13, 3))
+    kp[..., :2], kp[..., 2] = 160.0, 2.0
+    kp[1, :6, :2] = [(border - 2.0, 160.0), (border, 160.0), (200.0, 100.0), (200.0, 150.0), (200.4, 99.6),
+                     (201.0, 100.0)]
+    kp[0, 12, 2] = 0                                                                                  # unlabelled
+    on_white = labels_on_white(figures, np.arange(2), kp)
+    np.testing.assert_array_equal(on_white[0], np.arange(13) < 12)
+    np.testing.assert_array_equal(on_white[1], [True, False, True, False, True, False] + [False] * 7)
 
 
 def test_model_mistake_is_one_line_with_tensorflow_loaded(synthetic, tmp_path):

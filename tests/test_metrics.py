@@ -4,7 +4,9 @@ import pytest
 
 from figure_pose.core.figures import (COCO_OKS_SIGMAS, coco_indices, figure_transform, gt_original, joint_names,
                                       to_original)
-from figure_pose.core.metrics import baseline_predictions, figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
+from figure_pose.core.figures import flip_permutation
+from figure_pose.core.metrics import (baseline_predictions, figure_norm_size, joint_errors, mean_pose, miss_kinds, pck,
+                                      pck_per_joint)
 from figure_pose.evaluation.coco_eval import (coco_keypoint_eval, coco_results, gt_dataset_from_figures, person_oks,
                                               results_17, select_joints)
 
@@ -53,6 +55,27 @@ def test_joint_errors_nan_where_unlabelled_and_pck_needs_labels():
         pck(pred, np.zeros_like(gt), NORM, 0.1)
     assert pck_per_joint(pred, gt, NORM, 0.1)[12] == 1.0        # labelled in one figure only, exact there
     assert np.isnan(pck_per_joint(pred[:1], gt[:1], NORM, 0.1)[12])  # never labelled: NaN
+
+
+def test_miss_kinds_counts_inversions_and_labels_on_white():
+    """hand_case's misses at 0.2 are joints 7, 8 (0.30) of figure 0 and joint 3 (0.21) of figure 1.
+    Put figure 0's left wrist (5) on its right wrist's label, and figure 1's right knee (10)
+    on its left knee's: two more misses, both inversions; figure 1's left ankle (11) on the
+    right ankle's label when that one is unlabelled is a miss, not an inversion."""
+    pred, gt, _ = hand_case()
+    perm = flip_permutation(list(NAMES))
+    gt[0, 6, :2], gt[1, 9, :2] = gt[0, 5, :2] + [100.0, 0.0], gt[1, 10, :2] + [0.0, 100.0]   # 0.44 apart
+    pred[0, 6], pred[1, 9] = gt[0, 6, :2], gt[1, 9, :2]         # still hits
+    pred[0, 5] = gt[0, 6, :2] + [0.1 * NORM, 0.0]              # within 0.2 of the mirror label
+    pred[1, 10] = gt[1, 9, :2]
+    gt[1, 12, 2] = 0
+    pred[1, 11] = gt[1, 12, :2]
+    gt[1, 11, :2] = gt[1, 12, :2] + [0.5 * NORM, 0.0]
+    on_white = np.zeros((2, 13), bool)
+    on_white[0, 7] = on_white[0, 0] = on_white[1, 10] = True    # joint 0 of figure 0 is a hit: not a miss
+    kinds = miss_kinds(pred, gt, NORM, 0.2, perm, on_white)
+    assert kinds == {"missed": 6, "inversions": 2, "on_white": 2, "labels_on_white": 3}
+    assert kinds["missed"] == round((1 - pck(pred, gt, NORM, 0.2)) * ((gt[..., 2] > 0).sum()))
 
 
 def test_mean_pose_ignores_unlabelled():

@@ -47,6 +47,27 @@ def pck(pred_xy, gt_keypoints, norm_size, threshold):
     return float((errors[labelled] <= threshold * norm[labelled]).mean())
 
 
+def miss_kinds(pred_xy, gt_keypoints, norm_size, threshold, flip_perm, on_white):
+    """What the joints missed at PCK@threshold are, after the error taxonomy of Ronchi and
+    Perona (ICCV 2017), as counts:
+
+    missed: labelled joints farther than threshold * norm_size from their label;
+    inversions: of those, the ones within it of the label of their mirror joint (flip_perm:
+        left for right), a left/right swap;
+    on_white: of those, the ones labelled where the canvas is white (on_white (N, J) bool),
+        outside the cut-out figure: a joint the picture does not show;
+    labels_on_white: all labelled joints on white, missed or not.
+    """
+    errors = joint_errors(pred_xy, gt_keypoints)
+    norm = np.broadcast_to(np.asarray(norm_size, dtype=np.float64).reshape(-1, 1), errors.shape)
+    missed = ~np.isnan(errors) & ~(errors <= threshold * norm)
+    mirror_errors = joint_errors(pred_xy, np.asarray(gt_keypoints)[:, flip_perm])   # NaN: mirror unlabelled
+    inverted = missed & (mirror_errors <= threshold * norm)
+    return {"missed": int(missed.sum()), "inversions": int(inverted.sum()),
+            "on_white": int((missed & np.asarray(on_white, bool)).sum()),
+            "labels_on_white": int((~np.isnan(errors) & np.asarray(on_white, bool)).sum())}
+
+
 def mean_pose(keypoints):
     """Mean canvas position (J, 2) of each joint over the figures where it is labelled.
 

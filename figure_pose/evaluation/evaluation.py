@@ -19,8 +19,9 @@ from figure_pose.core.atomic import write_json
 from figure_pose.core.cli import InputError, os_errors_as_input, progress
 from figure_pose.core.confidence_maps import flip_maps
 from figure_pose.core.figures import (canvas_image, figure_joint_names, flip_permutation, gt_original, open_figures,
-                                      read_sidecar, to_original)
-from figure_pose.core.metrics import baseline_predictions, figure_norm_size, joint_errors, mean_pose, pck, pck_per_joint
+                                      read_sidecar, to_original, white_border)
+from figure_pose.core.metrics import (baseline_predictions, figure_norm_size, joint_errors, mean_pose, miss_kinds, pck,
+                                      pck_per_joint)
 from figure_pose.core.pictures import plot_pck_per_joint, write_pictures
 from figure_pose.data.coco_io import annotation_path
 from figure_pose.evaluation.coco_eval import (coco_keypoint_eval, coco_results, gt_dataset_from_annotations,
@@ -28,6 +29,7 @@ from figure_pose.evaluation.coco_eval import (coco_keypoint_eval, coco_results, 
 from figure_pose.evaluation.inference import REFINES, decode, model_maps, oracle_maps, variant_name
 
 THRESHOLDS = (0.05, 0.1, 0.2)
+MISS_THRESHOLD = 0.2  # the PCK threshold whose misses are sorted into kinds (metrics.miss_kinds)
 CHUNK = 64  # figures decoded per step (bounded memory on any dataset size)
 COMPARED = ("pck@0.05", "pck@0.1", "pck@0.2", "mean_error_px", "median_error_px", "oks_mean", "ap", "ap50",
             "ap75", "ar")  # the numbers of each decoding in metrics.json decoding_comparison
@@ -95,6 +97,27 @@ def ground_truth(args, split, meta, names, notes):
     gt_dataset = gt_dataset_from_figures(meta["image_id"], meta["annotation_id"], meta["bbox"],
                                          gt_original(meta["keypoints"], meta["affine"]), names)
     return gt_dataset, "figures (no --coco-root)"
+
+
+def labels_on_white(figures, index, keypoints, radius=1):
+    """(N, J) bool: the canvas is white (255) at each labelled joint of figures[index] and
+    within `radius` px of it (keypoints (N, J, 3) canvas px): a label outside the cut-out
+    figure, on a part of the person the mask left out. Crops are read in chunks."""
+    size = int(figures["canvas_size"][index[0]])
+    border = white_border(size)
+    inner = size - 2 * border                                         # the stored crop's side
+    offsets = np.arange(-radius, radius + 1)
+    on_white = np.zeros(keypoints.shape[:2], bool)
+    for start in range(0, len(index), CHUNK):
+        crops = np.asarray(figures["figure"][index[start:start + CHUNK]])      # (n, C, C, 3)
+        kp = keypoints[start:start + CHUNK]
+        x = np.rint(kp[..., 0]).astype(int)[..., None, None] + offsets[None, :] - border   # (n, J, 1, k) crop px
+        y = np.rint(kp[..., 1]).astype(int)[..., None, None] + offsets[:, None] - border   # (n, J, k, 1)
+        outside = (x < 0) | (x >= inner) | (y < 0) | (y >= inner)                       # the white border
+        n = np.arange(len(crops))[:, None, None, None]
+        white = crops[n, np.clip(y, 0, inner - 1), np.clip(x, 0, inner - 1)].min(axis=-1) == 255   # (n, J, k, k)
+        on_white[start:start + len(crops)] = (white | outside).all(axis=(-2, -1)) & (kp[..., 2] > 0)
+    return on_white
 
 
 # ----------------------------------------------------------------------------- predicting
@@ -360,6 +383,9 @@ def run_evaluation(args, model=None, predict=None):
     scores, results, per_figure = score_predictions(pred, meta, names, gt_dataset)
     metrics = {**describe_run(args, model, split, gt_source, meta, names), "training_figures": trained,
                "seconds_predict_decode": round(seconds, 2), **scores}
+    metrics[f"misses@{MISS_THRESHOLD}"] = miss_kinds(
+        pred[..., :2], meta["keypoints"], figure_norm_size(meta["canvas_size"]), MISS_THRESHOLD,
+        flip_permutation(list(names)), labels_on_white(figures, index, meta["keypoints"]))
     metrics["baseline"] = score_baseline(train_kp, label, meta, names, gt_dataset)
     if len(preds) > 1:
         metrics["decoding_comparison"] = compare_decodings(preds, meta, names, gt_dataset)
@@ -376,6 +402,13 @@ def run_evaluation(args, model=None, predict=None):
     with os_errors_as_input(f"write {os.path.join(args.out, 'metrics.json')}"):
         write_json(os.path.join(args.out, "metrics.json"), metrics)
     return metrics
+
+
+def describe_misses(misses, labelled_joints):
+    """One line on the joints missed at PCK@MISS_THRESHOLD (metrics.miss_kinds' counts)."""
+    return (f"missed at PCK@{MISS_THRESHOLD}: {misses['missed']} of {labelled_joints} labelled joints; of those "
+            f"{misses['inversions']} left/right inversions (on the mirror joint's label), {misses['on_white']} of the "
+            f"{misses['labels_on_white']} labelled on the white canvas (outside the cut-out)")
 
 
 def print_table(metrics, file=None):
@@ -397,5 +430,7 @@ def print_table(metrics, file=None):
         print(f"{label:<{width}}{cells}", file=file)
     print(f"figures {metrics['figures']}, persons {metrics['persons']}, images {metrics['images']}, "
           f"labelled joints {metrics['labelled_joints']}", file=file)
+    if f"misses@{MISS_THRESHOLD}" in metrics:
+        print(describe_misses(metrics[f"misses@{MISS_THRESHOLD}"], metrics["labelled_joints"]), file=file)
     for note in metrics.get("notes", []):
         print(f"note: {note}", file=file)
