@@ -1,4 +1,4 @@
-"""Keypoint accuracy: PCK and the mean-pose baseline, shared by training and evaluation.
+"""Keypoint accuracy: PCK, the kinds of its misses and the mean-pose baseline, shared by training and evaluation.
 
 PCK@t is the fraction of labelled joints (visibility > 0) whose predicted position lies
 within t * max(bbox w, h) of the label. Every figure's bbox has the same size on the

@@ -5,7 +5,8 @@
 The selected figures are predicted in chunks (inference.py), decoded on the figure canvas
 for each decoding asked for, mapped back to the photo with the record's affine
 (figures.to_original) and scored: PCK per threshold and joint, joint errors in original
-pixels, COCO keypoint AP/AR and per-person OKS (coco_eval.py), and the mean-pose baseline.
+pixels, COCO keypoint AP/AR and per-person OKS (coco_eval.py), the kinds of the misses at
+PCK@0.2 (left/right inversions, labels outside the cut-out), and the mean-pose baseline.
 A model.py run folder (--run) fills in the model, the held-out images and the training data.
 """
 import json
