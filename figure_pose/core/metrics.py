@@ -23,28 +23,33 @@ def joint_errors(pred_xy, gt_keypoints):
     return np.where(gt[..., 2] > 0, errors, np.nan)
 
 
+def joint_hits(pred_xy, gt_keypoints, norm_size, threshold):
+    """(hits, labelled), each (N, J) bool: a labelled joint is a hit when its prediction lies
+    within threshold * norm_size of its label (norm_size: scalar or (N,), the coordinates' pixels)."""
+    errors = joint_errors(pred_xy, gt_keypoints)
+    norm = np.broadcast_to(np.asarray(norm_size, dtype=np.float64).reshape(-1, 1), errors.shape)
+    labelled = ~np.isnan(errors)
+    return labelled & (np.where(labelled, errors, np.inf) <= threshold * norm), labelled
+
+
 def pck_per_joint(pred_xy, gt_keypoints, norm_size, threshold):
     """PCK@threshold of each joint (J,), over the figures where that joint is labelled.
 
     norm_size: scalar or (N,) normaliser in the same pixels as the coordinates.
     A joint never labelled gets NaN.
     """
-    errors = joint_errors(pred_xy, gt_keypoints)
-    norm = np.broadcast_to(np.asarray(norm_size, dtype=np.float64).reshape(-1, 1), errors.shape)
-    hits = (errors <= threshold * norm) & ~np.isnan(errors)
-    labelled = (~np.isnan(errors)).sum(axis=0)
+    hits, labelled = joint_hits(pred_xy, gt_keypoints, norm_size, threshold)
+    counts = labelled.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(labelled > 0, hits.sum(axis=0) / labelled, np.nan)
+        return np.where(counts > 0, hits.sum(axis=0) / counts, np.nan)
 
 
 def pck(pred_xy, gt_keypoints, norm_size, threshold):
     """PCK@threshold over all labelled joints of all figures (a float in [0, 1])."""
-    errors = joint_errors(pred_xy, gt_keypoints)
-    norm = np.broadcast_to(np.asarray(norm_size, dtype=np.float64).reshape(-1, 1), errors.shape)
-    labelled = ~np.isnan(errors)
+    hits, labelled = joint_hits(pred_xy, gt_keypoints, norm_size, threshold)
     if not labelled.any():
         raise ValueError("no labelled joints to score")
-    return float((errors[labelled] <= threshold * norm[labelled]).mean())
+    return float(hits.sum() / labelled.sum())
 
 
 def miss_kinds(pred_xy, gt_keypoints, norm_size, threshold, flip_perm, on_white):
@@ -58,14 +63,11 @@ def miss_kinds(pred_xy, gt_keypoints, norm_size, threshold, flip_perm, on_white)
         outside the cut-out figure: a joint the picture does not show;
     labels_on_white: all labelled joints on white, missed or not.
     """
-    errors = joint_errors(pred_xy, gt_keypoints)
-    norm = np.broadcast_to(np.asarray(norm_size, dtype=np.float64).reshape(-1, 1), errors.shape)
-    missed = ~np.isnan(errors) & ~(errors <= threshold * norm)
-    mirror_errors = joint_errors(pred_xy, np.asarray(gt_keypoints)[:, flip_perm])   # NaN: mirror unlabelled
-    inverted = missed & (mirror_errors <= threshold * norm)
-    return {"missed": int(missed.sum()), "inversions": int(inverted.sum()),
-            "on_white": int((missed & np.asarray(on_white, bool)).sum()),
-            "labels_on_white": int((~np.isnan(errors) & np.asarray(on_white, bool)).sum())}
+    hits, labelled = joint_hits(pred_xy, gt_keypoints, norm_size, threshold)
+    on_mirror, _ = joint_hits(pred_xy, np.asarray(gt_keypoints)[:, flip_perm], norm_size, threshold)
+    missed, on_white = labelled & ~hits, labelled & np.asarray(on_white, bool)
+    return {"missed": int(missed.sum()), "inversions": int((missed & on_mirror).sum()),
+            "on_white": int((missed & on_white).sum()), "labels_on_white": int(on_white.sum())}
 
 
 def mean_pose(keypoints):
