@@ -17,8 +17,11 @@ pooled AP is one COCOeval over all folds' predictions against the original annot
 (--coco-root; without it, each fold's approximate AP from the figures, averaged). The joints
 missed at PCK@0.2 are counted by kind over all folds: left/right inversions, and labels on
 the white canvas, outside the cut-out (evaluate.py's miss line).
-Arguments after `--` go to model.py unchanged. --reuse scores folds trained before again
-(e.g. with --coco-root) without training them.
+--train-fraction F trains each fold on a seeded F of its training images alone (the same
+validation figures; the fractions nest: 0.25's images are among 0.5's): a learning curve,
+accuracy against the number of labelled figures. Arguments after `--` go to model.py
+unchanged. --reuse scores folds trained before again (e.g. with --coco-root) without
+training them.
 """
 import argparse
 import concurrent.futures
@@ -43,6 +46,15 @@ def image_folds(image_ids, folds, seed):
     return np.array_split(unique, folds)
 
 
+def training_images(image_ids, fraction, seed):
+    """(N,) bool: the figures of the first round(fraction x images) of a seeded shuffle of the
+    distinct image_ids (at least one image). One shuffle per seed, so smaller fractions keep a
+    subset of larger ones' images."""
+    unique = np.random.default_rng(seed).permutation(np.unique(image_ids))
+    keep = unique[:max(1, int(round(fraction * len(unique))))]
+    return np.isin(image_ids, keep)
+
+
 def write_subset(figures, indices, path, sidecar):
     """Save figures[indices] as a coco.npy of its own, with the source's sidecar JSON."""
     np.save(path, np.ascontiguousarray(figures[indices]))
@@ -65,6 +77,9 @@ def run_fold(args, figures, sidecar, val_images, fold):
     in_val = np.isin(figures["image_id"], val_images)
     labelled = (np.asarray(figures["keypoints"][..., 2]) > 0).sum(axis=1)
     train_idx = np.flatnonzero(~in_val)
+    if args.train_fraction < 1:
+        train_idx = train_idx[training_images(figures["image_id"][train_idx], args.train_fraction,
+                                              args.seed + 1000 * (fold + 1))]
     val_idx = np.flatnonzero(in_val & (labelled >= args.val_min_keypoints))
     train_path, val_path = os.path.join(out, "train.npy"), os.path.join(out, "val.npy")
     write_subset(figures, train_idx, train_path, sidecar)
@@ -166,10 +181,15 @@ def main():
                    help="folds trained and scored at once (each its own model.py process); more than 1 "
                         "only where cores and accelerator memory allow, e.g. on a GPU box with "
                         "XLA_PYTHON_CLIENT_PREALLOCATE=false on the JAX backend")
+    p.add_argument("--train-fraction", type=float, default=1.0,
+                   help="train each fold on this seeded fraction (0-1] of its training images (a learning "
+                        "curve; the validation figures stay the same)")
     p.add_argument("--reuse", action="store_true",
                    help="do not train a fold whose run/CHECKPOINT exists; score it again")
     p.add_argument("model_args", nargs="*", help="after --: arguments for model.py")
     args = p.parse_args()
+    if not 0 < args.train_fraction <= 1:
+        p.error(f"--train-fraction must be in (0, 1], not {args.train_fraction}")
     figures = open_figures(args.data)
     sidecar = read_sidecar(args.data)
     start = time.time()
