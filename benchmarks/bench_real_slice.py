@@ -56,10 +56,12 @@ def training_images(image_ids, fraction, seed):
 
 
 def write_subset(figures, indices, path, sidecar):
-    """Save figures[indices] as a coco.npy of its own, with the source's sidecar JSON."""
+    """Save figures[indices] as a coco.npy of its own, with the source's sidecar JSON naming the
+    new file's size (and no checksum of the source's), so that evaluate.py reads it."""
     np.save(path, np.ascontiguousarray(figures[indices]))
+    sidecar = {k: v for k, v in sidecar.items() if k != "data_crc32"}
     with open(path + ".json", "w") as f:
-        json.dump({**sidecar, "figures": int(len(indices))}, f)
+        json.dump({**sidecar, "figures": int(len(indices)), "data_bytes": os.path.getsize(path)}, f)
 
 
 def run(cmd, log_path):
