@@ -40,19 +40,22 @@ from figure_pose.core.figures import figure_joint_names, open_figures, read_side
 from figure_pose.evaluation.evaluation import MISS_THRESHOLD, describe_misses  # noqa: E402
 
 
+def shuffled_images(image_ids, seed):
+    """The distinct image ids in a seeded random order."""
+    return np.random.default_rng(seed).permutation(np.unique(image_ids))
+
+
 def image_folds(image_ids, folds, seed):
     """List of `folds` disjoint arrays of image ids (a seeded shuffle of the distinct ids)."""
-    unique = np.random.default_rng(seed).permutation(np.unique(image_ids))
-    return np.array_split(unique, folds)
+    return np.array_split(shuffled_images(image_ids, seed), folds)
 
 
 def training_images(image_ids, fraction, seed):
     """(N,) bool: the figures of the first round(fraction x images) of a seeded shuffle of the
     distinct image_ids (at least one image). One shuffle per seed, so smaller fractions keep a
     subset of larger ones' images."""
-    unique = np.random.default_rng(seed).permutation(np.unique(image_ids))
-    keep = unique[:max(1, int(round(fraction * len(unique))))]
-    return np.isin(image_ids, keep)
+    unique = shuffled_images(image_ids, seed)
+    return np.isin(image_ids, unique[:max(1, int(round(fraction * len(unique))))])
 
 
 def write_subset(figures, indices, path, sidecar):
